@@ -10,7 +10,9 @@ import pytest
 
 from watcher.sources._signer import AkSkSigner, canonical_uri, parse_authorization
 
-VECTORS_FILE = Path(__file__).resolve().parents[2] / "shared" / "metastudio" / "signing-vectors.json"
+VECTORS_FILE = (
+    Path(__file__).resolve().parents[2] / "shared" / "metastudio" / "signing-vectors.json"
+)
 if not VECTORS_FILE.exists():  # a checkout laid out differently: fall back to the copy in tests
     VECTORS_FILE = Path(__file__).with_name("signing-vectors.json")
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text())["vectors"]

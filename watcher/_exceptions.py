@@ -41,8 +41,9 @@ class ConfigIssue:
         where = ""
         if self.file is not None:
             where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        key = self.path or "<root>"
-        return f"{where} {key}: {self.message}" if where else f"{key}: {self.message}"
+        if not self.path:  # a problem with the file as a whole
+            return f"{where}: {self.message}" if where else self.message
+        return f"{where} {self.path}: {self.message}" if where else f"{self.path}: {self.message}"
 
 
 class ConfigError(WatcherError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._loader import config_from_dict, dump_effective, load_config, load_config_text
 from ._schema import (
     AkSkAuth,
     ApiConfig,
@@ -43,6 +44,10 @@ __all__ = [
     "StdoutSinkConfig",
     "TokenAuth",
     "WebhookSinkConfig",
+    "config_from_dict",
+    "dump_effective",
+    "load_config",
+    "load_config_text",
     "parse_bytes",
     "parse_duration",
     "parse_rate",

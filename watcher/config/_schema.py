@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from .._exceptions import InvalidTaskIdError
 from .._models import Outcome
 from .._taskid import validate_task_id
 from ._units import ByteSize, Duration, Rate
@@ -123,7 +124,10 @@ class MetaStudioSourceConfig(HttpClientConfig):
     @field_validator("project_id")
     @classmethod
     def _project_is_segment(cls, value: str) -> str:
-        validate_task_id(value)  # same rules: one path segment that cannot alter the path
+        try:
+            validate_task_id(value)  # same rules: one path segment that cannot alter the path
+        except InvalidTaskIdError as exc:
+            raise ValueError(f"not usable in a URL path: it {exc.reason}") from None
         return value
 
     @field_validator("status_map", mode="before")
@@ -154,7 +158,8 @@ class PluginSourceConfig(BaseModel):
 def _builtin_or_plugin(builtins: set[str]) -> Any:
     def pick(value: Any) -> str:
         kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return kind if kind in builtins else "plugin"
+        # A non-string `type` (a list, say) must not reach the set lookup: it may be unhashable.
+        return kind if isinstance(kind, str) and kind in builtins else "plugin"
 
     return pick
 
@@ -178,11 +183,18 @@ class BackoffConfig(_Model):
     max: Duration = 60.0
     min: Duration = 1.0
     jitter: bool = True
+    # policy "progress": a sleep planned from progress counts may be longer than `max` (up to
+    # `progress_max`), but never longer than `growth` times how long the task has run so far.
+    progress_max: Duration = 1800.0
+    growth: float = Field(default=1.0, gt=0.0, le=100.0)
+    tolerance: float = Field(default=0.05, ge=0.0, lt=1.0)  # relative noise in the counts
 
     @model_validator(mode="after")
     def _bounds(self) -> BackoffConfig:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}s) is above max ({self.max}s)")
+        if self.min > self.progress_max:
+            raise ValueError(f"min ({self.min}s) is above progress_max ({self.progress_max}s)")
         return self
 
 
@@ -198,8 +210,8 @@ class PollingConfig(_Model):
     deadline: Duration | None = 6 * 3600.0
     max_polls: int | None = Field(default=None, ge=1)
     workers: int = Field(default=32, ge=1, le=10_000)
-    # New ids are spread over this window (or one token-bucket second, if longer) so a bulk
-    # add does not stampede the API.
+    # An add larger than the source's burst has its first polls spread over this window, or
+    # over the time the rate limit needs for them if longer, so it never stampedes the API.
     spread: Duration = 1.0
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     error_backoff: ErrorBackoffConfig = Field(default_factory=ErrorBackoffConfig)
@@ -214,7 +226,7 @@ class StdoutSinkConfig(_Model):
 
 class FileSinkConfig(_Model):
     type: Literal["file"]
-    path: str
+    path: str = Field(min_length=1)
     fsync: Literal["always", "batch", "never"] = "batch"
     rotate_bytes: ByteSize | None = None
     keep: int = Field(default=5, ge=1)
@@ -259,7 +271,7 @@ class MemoryStoreConfig(_Model):
 
 class SqliteStoreConfig(_Model):
     type: Literal["sqlite"]
-    path: str = "watcher.db"
+    path: str = Field(default="watcher.db", min_length=1)
 
 
 class PluginStoreConfig(BaseModel):
@@ -280,10 +292,25 @@ class ApiConfig(_Model):
     token: SecretStr | None = None
     max_body_bytes: ByteSize = Field(default=4 * 1024 * 1024, ge=1024)
 
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        # Checked here so a typo fails `watcher check`, not the daemon at bind time.
+        host, sep, port = value.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # [::1]:8787
+        if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:8787 or [::1]:8787")
+        return value
+
 
 class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+def _default_sinks() -> list[SinkConfig]:
+    return [StdoutSinkConfig(type="stdout")]
 
 
 class Config(_Model):
@@ -291,7 +318,7 @@ class Config(_Model):
 
     sources: dict[str, SourceConfig] = Field(min_length=1)
     polling: PollingConfig = Field(default_factory=PollingConfig)
-    sinks: list[SinkConfig] = Field(default_factory=lambda: [StdoutSinkConfig(type="stdout")])
+    sinks: list[SinkConfig] = Field(default_factory=_default_sinks)
     store: StoreConfig = Field(default_factory=lambda: MemoryStoreConfig(type="memory"))
     api: ApiConfig = Field(default_factory=ApiConfig)
     log: LogConfig = Field(default_factory=LogConfig)

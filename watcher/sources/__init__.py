@@ -1,0 +1,60 @@
+"""Sources: turn a task id into a ``TaskSnapshot`` or a classified error.
+
+Built-ins sit here; third parties register a factory ``(name, config) -> Source`` under the
+``watcher.sources`` entry-point group, or name it as ``package.module:Name`` in ``type:``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from .._exceptions import ConfigError, ConfigIssue
+from ..config._schema import MetaStudioSourceConfig
+from ._auth import AkSkProvider, AuthProvider, IamPasswordProvider, TokenProvider, make_auth
+from .base import BatchSource, Source
+from .metastudio import MetaStudioSource, SearchPage
+
+__all__ = [
+    "AkSkProvider",
+    "AuthProvider",
+    "BatchSource",
+    "IamPasswordProvider",
+    "MetaStudioSource",
+    "SearchPage",
+    "Source",
+    "TokenProvider",
+    "build_source",
+    "make_auth",
+]
+
+
+def _plugin_factory(name: str, kind: str) -> Any:
+    found = [ep for ep in entry_points(group="watcher.sources") if ep.name == kind]
+    try:
+        if found:
+            return found[0].load()
+        if ":" in kind:
+            module, _, attr = kind.partition(":")
+            return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        issue = ConfigIssue(f"sources.{name}.type", f"cannot load source {kind!r}: {exc}")
+        raise ConfigError([issue]) from exc
+    issue = ConfigIssue(
+        f"sources.{name}.type",
+        f"unknown source type {kind!r} (built-in: metastudio; or an entry point, or module:Name)",
+    )
+    raise ConfigError([issue])
+
+
+def build_source(name: str, config: Any) -> Source:
+    """The source for one ``sources.<name>`` config block (built-in or plugin)."""
+    if isinstance(config, MetaStudioSourceConfig):
+        return MetaStudioSource(name, config)
+    factory = _plugin_factory(name, str(getattr(config, "type", "")))
+    source = factory(name, config)
+    if not isinstance(source, Source):
+        issue = ConfigIssue(f"sources.{name}.type", "plugin did not return a Source")
+        raise ConfigError([issue])
+    return source

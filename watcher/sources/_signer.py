@@ -88,6 +88,7 @@ def signed_header_names(headers: Iterable[str]) -> list[str]:
 def canonical_request(
     method: str,
     path: str,
+    *,
     query: Iterable[tuple[str, str]],
     headers: Mapping[str, str],
     signed_headers: Sequence[str],
@@ -203,7 +204,9 @@ class AkSkSigner:
         signed = signed_header_names(out)
         lowered = {k.lower(): v for k, v in out.items()}
         body_hash = lowered.get(HEADER_CONTENT_SHA.lower()) or payload_hash(body)
-        canonical = canonical_request(method, parts.path, query, out, signed, body_hash)
+        canonical = canonical_request(
+            method, parts.path, query=query, headers=out, signed_headers=signed, body_hash=body_hash
+        )
         to_sign = string_to_sign(lowered["x-sdk-date"], canonical)
         signed_str = ";".join(signed)
         authorization = (

@@ -1,0 +1,194 @@
+"""``Simulator``: the fake MetaStudio (plus its IAM endpoint) on a loopback port."""
+
+from __future__ import annotations
+
+import enum
+from types import TracebackType
+
+from aiohttp import web
+
+from .._exceptions import ClosedError
+from ._app import SimulatorApp
+from ._auth import Authenticator
+from ._config import FaultConfig, SimulatorConfig
+from ._faults import FaultInjector
+from ._limits import SimulatorStats, StatsRecorder
+from ._tasks import SimTask, TaskBook, TaskState, derive_task
+
+__all__ = ["Simulator"]
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+class Simulator:
+    """MetaStudio's task API, IAM token endpoint and API gateway, simulated faithfully.
+
+    >>> async def demo() -> None:  # doctest: +SKIP
+    ...     async with Simulator(SimulatorConfig(seed=1)) as sim:
+    ...         url = f"{sim.url}/v2/sim-project/ies/task/abc"  # GET it until it finishes
+    ...         sim.set_faults(FaultConfig(error_rate=0.3))
+
+    Control plane (no auth, not in stats): ``GET /_sim/stats``; ``POST /_sim/reset``
+    (``?tasks=1`` also forgets every task, ``?limits=1`` empties rate windows and lockouts);
+    ``GET|POST /_sim/faults`` (POST replaces the whole ``FaultConfig``; omitted fields take
+    their defaults); ``GET /_sim/tasks/{id}``; ``POST /_sim/tokens`` (a token without IAM).
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config = config or SimulatorConfig()
+        self.recorder = StatsRecorder(config.paths_limit)
+        self.book = TaskBook(config)
+        self.authenticator = Authenticator(config)
+        self.injector = FaultInjector(config.faults, config.seed)
+        self._app = SimulatorApp(self)
+        self._state = _State.NEW
+        self._runner: web.ServerRunner | None = None
+        self._port: int | None = None
+        if config.task_ids:
+            now = config.clock()
+            for task_id in config.task_ids:
+                self.create_task(task_id, created=now)
+
+    def __repr__(self) -> str:
+        return f"<Simulator {self._state.value} url={self.url if self._port else None}>"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and serve; a simulator starts once."""
+        if self._state is not _State.NEW:
+            raise ClosedError(f"simulator is {self._state.value}; it can only be started once")
+        # access_log=None: no per-request logging on the hot path.
+        server = web.Server(self._app.handle, access_log=None)
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        self._state = _State.RUNNING
+
+    async def aclose(self) -> None:
+        """Stop serving; idempotent."""
+        self._state = _State.CLOSED
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise ClosedError("simulator has not been started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``: the endpoint for sources and the IAM endpoint alike."""
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    # -- stats and faults -------------------------------------------------------------------
+
+    def stats(self) -> SimulatorStats:
+        return self.recorder.snapshot(len(self.book))
+
+    def reset_stats(self) -> None:
+        """Zero every counter and window; tasks, tokens, limits and lockouts are kept."""
+        self.recorder.reset()
+
+    def reset_tasks(self) -> None:
+        """Forget every task (and deletion); the configured ``task_ids`` are created anew."""
+        self.book.clear()
+        if self.config.task_ids:
+            now = self.config.clock()
+            for task_id in self.config.task_ids:
+                self.create_task(task_id, created=now)
+
+    def reset_limits(self) -> None:
+        """Empty the rate-limit windows and clear AK lockouts."""
+        self._app.clear_limits()
+        self.authenticator.clear_lockouts()
+
+    @property
+    def faults(self) -> FaultConfig:
+        return self.injector.config
+
+    def set_faults(self, faults: FaultConfig) -> None:
+        """Replace the faults (and re-seed their RNG); applies from the next request."""
+        self.injector.set(faults)
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def issue_token(self, ttl: float | None = None) -> str:
+        """A token the gateway accepts, as if issued by IAM (counted in ``tokens_issued``)."""
+        self.recorder.tokens_issued += 1
+        return self.authenticator.issue_token(ttl).token
+
+    def revoke_token(self, token: str) -> None:
+        """From now on ``token`` answers 401 ``APIGW.0307``."""
+        self.authenticator.revoke_token(token)
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    def create_task(self, task_id: str, *, created: float | None = None) -> SimTask:
+        """Create ``task_id`` as auto-creation would (at ``created``, default now)."""
+        when = self.config.clock() if created is None else created
+        return self.book.add(derive_task(self.config, task_id, when))
+
+    def add_task(
+        self,
+        task_id: str,
+        *,
+        life: float | None = None,
+        total: int | None = None,
+        outcome: str | None = None,
+        resource: str | None = None,
+        created: float | None = None,
+    ) -> TaskState:
+        """Create (or replace) a task, pinning whatever a test needs; the rest is seeded.
+
+        ``life`` is in task-time seconds (divided by ``time_scale`` on the wall clock).
+        """
+        when = self.config.clock() if created is None else created
+        task = derive_task(
+            self.config, task_id, when, life=life, total=total, outcome=outcome, resource=resource
+        )
+        self.book.add(task)
+        return task.state(self.config.clock(), self.config)
+
+    def delete_task(self, task_id: str) -> bool:
+        """Delete as ``DELETE`` does: the id answers 404 afterwards. True if it existed."""
+        return self.book.delete(task_id)
+
+    def task_state(self, task_id: str) -> TaskState:
+        """The current truth about a task; ``KeyError`` when it does not exist (yet)."""
+        task = self.book.get(task_id)
+        if task is None:
+            raise KeyError(task_id)
+        return task.state(self.config.clock(), self.config)
+
+    def task_ids(self) -> tuple[str, ...]:
+        """Ids of every task that exists now, in creation order."""
+        return tuple(task.task_id for task in self.book)

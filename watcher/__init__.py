@@ -28,11 +28,13 @@ from ._exceptions import (
 from ._models import BatchEvent, ErrorInfo, Outcome, ResultEvent, TaskSnapshot
 from ._taskid import validate_task_id
 from ._version import __version__
+from ._watcher import AddResult, Watcher, wait_sync
 from .classifier import Classifier, Verdict
 from .config import Config, load_config
 from .sources.base import BatchSource, Source
 
 __all__ = [
+    "AddResult",
     "AuthError",
     "BatchEvent",
     "BatchSource",
@@ -56,8 +58,10 @@ __all__ = [
     "TaskSnapshot",
     "TransientError",
     "Verdict",
+    "Watcher",
     "WatcherError",
     "__version__",
     "load_config",
     "validate_task_id",
+    "wait_sync",
 ]

@@ -19,9 +19,11 @@ def cli() -> None:
 def _register() -> None:
     # Each subcommand lives in the module named after it.
     from ._check import check
+    from ._demo import demo
     from ._simulate import simulate
+    from ._wait import wait
 
-    for command in (check, simulate):
+    for command in (check, demo, simulate, wait):
         cli.add_command(command)
 
 

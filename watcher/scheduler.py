@@ -1,0 +1,341 @@
+"""Polls the watches of one source: a due-time heap feeding a bounded pool of workers.
+
+One dispatcher per source pops the watch due soonest (oldest-due first, so nothing starves),
+takes a token from the source's rate limiter and hands the request to a free worker. It
+sleeps until the next due time — never a fixed interval, never a busy loop — and is woken
+early when an earlier watch arrives. Work time never shifts the schedule: due times are
+absolute, and a slow poll only occupies its own worker.
+
+The unit dispatched is a ``Request``: today one watch, but shaped so that a source with
+``fetch_many`` can be served coalesced groups without a redesign.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from ._clock import Clock
+from ._exceptions import (
+    AuthError,
+    PermanentError,
+    RateLimitedError,
+    SourceError,
+    TransientError,
+)
+from ._models import Outcome, TaskSnapshot
+from ._watch import Watch
+from .backoff import BackoffPolicy
+from .classifier import Classifier
+from .ratelimit import RateLimiter
+from .sources.base import Source
+
+__all__ = ["FinishHandler", "Request", "SchedulerStats", "SourceScheduler"]
+
+_log = structlog.get_logger("watcher.scheduler")
+
+FinishHandler = Callable[
+    [Watch, Outcome, "TaskSnapshot | None", "SourceError | None"], Awaitable[None]
+]
+
+# After an auth failure the source pauses for this long, doubling while probes keep failing.
+_AUTH_PAUSE_FIRST = 30.0
+_AUTH_PAUSE_MAX = 900.0
+
+
+@dataclass(slots=True)
+class Request:
+    """One request to send: the watches it covers (one, or a coalesced group)."""
+
+    watches: list[Watch]
+    sent_at: float  # clock time the token was granted: tells the limiter which 429s are news
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    polls: int = 0
+    snapshots: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    throttled: int = 0
+    finished: int = 0
+
+
+class SourceScheduler:
+    """Schedules and polls every watch of one source. Run it with ``await run()``."""
+
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        *,
+        classifier: Classifier,
+        limiter: RateLimiter,
+        policy: BackoffPolicy,
+        clock: Clock,
+        on_finish: FinishHandler,
+        workers: int = 32,
+        max_polls: int | None = None,
+        epoch_offset: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.classifier = classifier
+        self.limiter = limiter
+        self.policy = policy
+        self.clock = clock
+        self.stats = SchedulerStats()
+        self._on_finish = on_finish
+        self._workers = workers
+        self._max_polls = max_polls
+        self._epoch_offset = epoch_offset  # wall clock = scheduler clock + offset
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._heap: list[tuple[float, int, Watch]] = []
+        self._seq = itertools.count()
+        self._wake = anyio.Event()
+        self._sleep_scope: anyio.CancelScope | None = None
+        self._sleeping_until = math.inf
+        self._in_flight = 0
+        self._auth_pause = _AUTH_PAUSE_FIRST
+        self._auth_state: Literal["ok", "paused", "probing"] = "ok"
+        self._probe: anyio.Event | None = None  # set while one probe runs after an auth pause
+
+    # --- scheduling -------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Watches waiting in the heap (stale entries excluded only approximately)."""
+        return len(self._heap)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def schedule(self, watch: Watch, due: float) -> None:
+        """(Re)schedule ``watch`` at clock time ``due``, waking the dispatcher if it is earlier."""
+        watch.due = due
+        heapq.heappush(self._heap, (due, next(self._seq), watch))
+        if due < self._sleeping_until:
+            self._interrupt_sleep()
+
+    def schedule_many(self, watches: Iterable[Watch], first_due: float, spread: float) -> None:
+        """Schedule new watches with first polls spread evenly over ``spread`` seconds."""
+        batch = list(watches)
+        step = spread / len(batch) if batch and spread > 0 else 0.0
+        for index, watch in enumerate(batch):
+            due = first_due + index * step
+            watch.due = due
+            self._heap.append((due, next(self._seq), watch))
+        heapq.heapify(self._heap)
+        self._interrupt_sleep()
+
+    def _interrupt_sleep(self) -> None:
+        self._wake.set()
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+
+    async def _sleep_until(self, deadline: float) -> None:
+        with anyio.CancelScope() as scope:
+            self._sleep_scope, self._sleeping_until = scope, deadline
+            try:
+                await self.clock.sleep_until(deadline)
+            finally:
+                self._sleep_scope, self._sleeping_until = None, math.inf
+
+    def _pop_due(self) -> Watch | None:
+        """Pop the head if it is live; stale entries (rescheduled or finished) are dropped."""
+        while self._heap:
+            due, _, watch = self._heap[0]
+            if watch.done or watch.due != due:
+                heapq.heappop(self._heap)
+                continue
+            if due > self.clock.now():
+                return None
+            heapq.heappop(self._heap)
+            return watch
+        return None
+
+    def _head_due(self) -> float | None:
+        while self._heap:
+            due, _, watch = self._heap[0]
+            if watch.done or watch.due != due:
+                heapq.heappop(self._heap)
+                continue
+            return due
+        return None
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Dispatch and poll until cancelled."""
+        send, receive = anyio.create_memory_object_stream[Request](0)
+        async with anyio.create_task_group() as tg, send, receive:
+            for _ in range(self._workers):
+                tg.start_soon(self._worker, receive.clone())
+            task_status.started()
+            await self._dispatch(send)
+
+    async def _dispatch(self, send: anyio.abc.ObjectSendStream[Request]) -> None:
+        while True:
+            due = self._head_due()
+            if due is None:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            if due > self.clock.now():
+                await self._sleep_until(due)
+                continue
+            await self.limiter.acquire()
+            watch = self._pop_due()
+            if watch is None:
+                # Raced with a reschedule while waiting for the token; the token is not
+                # returned, which only errs on the side of the budget.
+                continue
+            probe = None
+            if self._auth_state == "paused":
+                # The pause is over: exactly one request goes out; wait for its verdict.
+                self._auth_state = "probing"
+                probe = self._probe = anyio.Event()
+            self._in_flight += 1
+            await send.send(Request([watch], self.clock.now()))
+            if probe is not None:
+                await probe.wait()
+
+    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[Request]) -> None:
+        async with receive:
+            async for request in receive:
+                try:
+                    for watch in request.watches:
+                        await self._poll(watch, request.sent_at)
+                finally:
+                    self._in_flight -= 1
+
+    # --- one poll ---------------------------------------------------------------------------
+
+    async def _poll(self, watch: Watch, sent_at: float) -> None:
+        watch.polls += 1
+        self.stats.polls += 1
+        try:
+            snapshot = await self.source.fetch(watch.task_id)
+        except SourceError as exc:
+            await self._after_error(watch, exc, sent_at)
+        except Exception as exc:  # a plugin source's bug must not stop the scheduler
+            _log.exception(
+                "source raised an unexpected error",
+                source=self.name,
+                task_id=watch.task_id,
+                batch=watch.batch,
+            )
+            wrapped = TransientError(f"unexpected {type(exc).__name__} from the source")
+            await self._after_error(watch, wrapped, sent_at)
+        else:
+            await self._after_snapshot(watch, snapshot, sent_at)
+
+    async def _after_snapshot(self, watch: Watch, snapshot: TaskSnapshot, sent_at: float) -> None:
+        self.limiter.on_success(sent_at=sent_at)
+        self._end_probe()
+        self.stats.snapshots += 1
+        watch.errors = 0
+        watch.last_error = None
+        watch.last = snapshot
+        verdict = self.classifier.classify(snapshot)
+        if verdict.outcome is not None:
+            await self._finish(watch, verdict.outcome, snapshot, None)
+            return
+        now = self.clock.now()
+        wall = now + self._epoch_offset
+        watch.bounds = self.policy.observe(watch, snapshot, now=wall)
+        delay = self.policy.next_delay(watch, snapshot, now=wall, rng=self._rng)
+        await self._reschedule(watch, now, delay)
+
+    async def _after_error(self, watch: Watch, exc: SourceError, sent_at: float) -> None:
+        watch.errors += 1
+        watch.last_error = exc
+        kinds = self.stats.errors_by_kind
+        kinds[exc.kind] = kinds.get(exc.kind, 0) + 1
+        if isinstance(exc, PermanentError):
+            self._end_probe()
+            await self._finish(watch, Outcome.ERROR, watch.last, exc)
+            return
+        if isinstance(exc, AuthError):
+            self._on_auth_error(exc)
+        else:
+            if isinstance(exc, RateLimitedError):
+                self.stats.throttled += 1
+                self.limiter.on_throttled(exc.retry_after, sent_at=sent_at)
+            self._end_probe()
+        now = self.clock.now()
+        delay = self.policy.next_delay(watch, exc, now=now + self._epoch_offset, rng=self._rng)
+        await self._reschedule(watch, now, delay)
+
+    async def _reschedule(self, watch: Watch, now: float, delay: float) -> None:
+        if watch.deadline is not None and now >= watch.deadline:
+            await self._finish(watch, Outcome.TIMED_OUT, watch.last, watch.last_error)
+            return
+        if self._max_polls is not None and watch.polls >= self._max_polls:
+            await self._finish(watch, Outcome.TIMED_OUT, watch.last, watch.last_error)
+            return
+        watch.last_delay = delay
+        due = now + max(delay, 0.0)
+        if watch.deadline is not None:
+            due = min(due, watch.deadline)  # one last poll exactly at the deadline
+        self.schedule(watch, due)
+
+    async def _finish(
+        self,
+        watch: Watch,
+        outcome: Outcome,
+        snapshot: TaskSnapshot | None,
+        error: SourceError | None,
+    ) -> None:
+        if watch.done:
+            return
+        watch.done = True
+        self.stats.finished += 1
+        await self._on_finish(watch, outcome, snapshot, error)
+
+    # --- auth pauses ------------------------------------------------------------------------
+    # "ok" -> (auth error) -> "paused" -> (pause over, one request sent) -> "probing"
+    # -> success: "ok" | auth error: "paused" again for twice as long.
+
+    def _on_auth_error(self, exc: AuthError) -> None:
+        if self._auth_state == "paused":
+            return  # a request already in flight when the pause began; nothing new learned
+        if self._auth_state == "probing":
+            self._auth_pause = min(self._auth_pause * 2, _AUTH_PAUSE_MAX)
+        _log.error(
+            "credentials refused; pausing the source",
+            source=self.name,
+            pause_seconds=self._auth_pause,
+            status=exc.status,
+            error_code=exc.error_code,
+            error_msg=exc.error_msg,
+            request_id=exc.request_id,
+        )
+        self._auth_state = "paused"
+        self.limiter.pause(
+            self.clock.now() + self._auth_pause, f"auth: {exc.error_code or exc.status}"
+        )
+        self._release_probe()
+
+    def _end_probe(self) -> None:
+        """A poll got an answer that was not an auth failure."""
+        if self._auth_state == "probing":
+            self._auth_state = "ok"
+            self._auth_pause = _AUTH_PAUSE_FIRST
+            _log.info("credentials accepted again; source resumed", source=self.name)
+            self._release_probe()
+
+    def _release_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.set()
+            self._probe = None

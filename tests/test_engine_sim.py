@@ -129,3 +129,21 @@ async def test_ten_thousand_ids_against_a_fast_simulator() -> None:
     assert len(events) == 10_000
     assert {e.task_id for e in events} == set(ids)
     assert all(e.outcome is EXPECTED[truth[e.task_id]] for e in events)
+
+
+async def test_wait_sync_from_plain_code() -> None:
+    """wait_sync watches ids to the end from synchronous code and returns events in order."""
+    import anyio
+
+    from watcher import wait_sync
+
+    sim_cfg = SimulatorConfig(seed=15, auth="aksk", credentials={AK: SK})
+    async with Simulator(sim_cfg) as sim:
+        for i in ("s2", "s1"):
+            sim.add_task(i, life=0.3, total=4, outcome="failed")
+        config = config_for(sim, rate=20)
+        events = await anyio.to_thread.run_sync(
+            lambda: wait_sync(["s2", "s1", "s2"], config=config, timeout=30)
+        )
+    assert [e.task_id for e in events] == ["s2", "s1"]
+    assert {e.outcome for e in events} == {Outcome.FAILED}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _waiting import wait_until
 
 from watcher.simulator import Simulator, SimulatorConfig
 
@@ -156,10 +157,10 @@ async def test_interrupt_lists_pending_and_exits_130(tmp_path: Path) -> None:
         async with await anyio.open_process(
             [sys.executable, "-m", "watcher", "wait", "-c", config, "int1"], env=env
         ) as proc:
+            # Once polling has begun, the signal handler is installed.
+            await wait_until(lambda: sim.stats().requests > 0, within=30)
+            proc.send_signal(signal.SIGINT)
             with anyio.fail_after(30):
-                while sim.stats().requests == 0:  # polling has begun: the handler is installed
-                    await anyio.sleep(0.05)
-                proc.send_signal(signal.SIGINT)
                 await proc.wait()
             assert proc.stderr is not None
             stderr = (await proc.stderr.receive()).decode()

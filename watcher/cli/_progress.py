@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import anyio
 import structlog
@@ -86,20 +87,25 @@ class ProgressReporter:
             redirect_stderr=False,
         ) as progress:
             task = progress.add_task("watch", total=self._total, outcomes="", rate="")
-            while True:
-                polls, throttled = self._polls_and_throttled()
-                rate = self._request_rate(polls)
-                styled = " ".join(
-                    f"[{_OUTCOME_STYLE[o]}]{o.value} {n}[/]"
-                    for o, n in sorted(self.outcomes.items())
-                )
-                progress.update(
-                    task,
-                    completed=self.done,
-                    outcomes=styled or "-",
-                    rate=f"{rate:5.1f} req/s · 429s {throttled}",
-                )
-                await anyio.sleep(0.25)
+            try:
+                while True:
+                    self._refresh(progress, task)
+                    await anyio.sleep(0.25)
+            finally:
+                self._refresh(progress, task)  # the last frame shows the final counts
+
+    def _refresh(self, progress: Any, task: Any) -> None:
+        polls, throttled = self._polls_and_throttled()
+        rate = self._request_rate(polls)
+        styled = " ".join(
+            f"[{_OUTCOME_STYLE[o]}]{o.value} {n}[/]" for o, n in sorted(self.outcomes.items())
+        )
+        progress.update(
+            task,
+            completed=self.done,
+            outcomes=styled or "-",
+            rate=f"{rate:5.1f} req/s · 429s {throttled}",
+        )
 
     def log_line(self) -> None:
         polls, throttled = self._polls_and_throttled()

@@ -22,6 +22,7 @@ __all__ = [
     "Outcome",
     "ResultEvent",
     "TaskSnapshot",
+    "batch_event_id",
     "event_id_for",
 ]
 
@@ -209,6 +210,11 @@ def event_id_for(source: str, task_id: str, watch_key: str = "") -> str:
     the first one finished); the store supplies it.
     """
     return str(uuid.uuid5(_EVENT_NAMESPACE, f"{source}\x00{task_id}\x00{watch_key}"))
+
+
+def batch_event_id(batch: str) -> str:
+    """The one event id of a batch's ``batch.finished`` event."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"batch\x00{batch}"))
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -74,7 +74,7 @@ class Classifier:
             if mapped is not None:
                 return Verdict(mapped, f"task_status {status!r} maps to {mapped.value}")
         elif status is not None:
-            self._note_unknown(status)
+            self._note_unknown(status, snapshot.task_id)
         if self._progress_rule and self._finished_by_progress(snapshot):
             return Verdict(outcome_from_counts(snapshot), "end_time set and all items counted")
         return Verdict(None, "running")
@@ -86,7 +86,7 @@ class Classifier:
         done = snapshot.done_count
         return done is not None and done >= snapshot.total_count
 
-    def _note_unknown(self, status: str) -> None:
+    def _note_unknown(self, status: str, task_id: str) -> None:
         # Logged once per value: unknown statuses are expected (none are documented), but an
         # operator should see each new one to decide whether to map it.
         if status in self._unknown_seen or len(self._unknown_seen) >= _MAX_REMEMBERED_UNKNOWN:
@@ -96,4 +96,5 @@ class Classifier:
             "unmapped task_status; relying on the progress rule",
             task_status=status[:64],
             source=self._source,
+            task_id=task_id,  # the first task seen with it
         )

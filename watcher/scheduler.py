@@ -36,16 +36,22 @@ from ._models import Outcome, TaskSnapshot
 from ._watch import Watch
 from .backoff import BackoffPolicy
 from .classifier import Classifier
+from .instrumentation import Instrumentation
 from .ratelimit import RateLimiter
 from .sources.base import Source
 
-__all__ = ["FinishHandler", "Request", "SchedulerStats", "SourceScheduler"]
+__all__ = ["FinishHandler", "Request", "RescheduleHandler", "SchedulerStats", "SourceScheduler"]
 
 _log = structlog.get_logger("watcher.scheduler")
 
+# Returns False when the result could not be recorded: the watch is then polled again later.
 FinishHandler = Callable[
-    [Watch, Outcome, "TaskSnapshot | None", "SourceError | None"], Awaitable[None]
+    [Watch, Outcome, "TaskSnapshot | None", "SourceError | None"], Awaitable[bool]
 ]
+RescheduleHandler = Callable[[Watch], Awaitable[None]]
+
+# A result that could not be recorded is retried (by polling again) after this long.
+_FINISH_RETRY = 5.0
 
 # After an auth failure the source pauses for this long, doubling while probes keep failing.
 _AUTH_PAUSE_FIRST = 30.0
@@ -82,6 +88,8 @@ class SourceScheduler:
         policy: BackoffPolicy,
         clock: Clock,
         on_finish: FinishHandler,
+        on_reschedule: RescheduleHandler | None = None,
+        instrumentation: Instrumentation | None = None,
         workers: int = 32,
         max_polls: int | None = None,
         epoch_offset: float = 0.0,
@@ -95,6 +103,8 @@ class SourceScheduler:
         self.clock = clock
         self.stats = SchedulerStats()
         self._on_finish = on_finish
+        self._on_reschedule = on_reschedule
+        self._instrumentation = instrumentation
         self._workers = workers
         self._max_polls = max_polls
         self._epoch_offset = epoch_offset  # wall clock = scheduler clock + offset
@@ -108,6 +118,8 @@ class SourceScheduler:
         self._auth_pause = _AUTH_PAUSE_FIRST
         self._auth_state: Literal["ok", "paused", "probing"] = "ok"
         self._probe: anyio.Event | None = None  # set while one probe runs after an auth pause
+        self._dispatch_scope = anyio.CancelScope()
+        self.stopped = anyio.Event()
 
     # --- scheduling -------------------------------------------------------------------------
 
@@ -176,13 +188,23 @@ class SourceScheduler:
     # --- running ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Dispatch and poll until cancelled."""
+        """Dispatch and poll until cancelled, or until ``stop()`` and in-flight polls end."""
         send, receive = anyio.create_memory_object_stream[Request](0)
-        async with anyio.create_task_group() as tg, send, receive:
-            for _ in range(self._workers):
-                tg.start_soon(self._worker, receive.clone())
-            task_status.started()
-            await self._dispatch(send)
+        try:
+            async with anyio.create_task_group() as tg, send, receive:
+                for _ in range(self._workers):
+                    tg.start_soon(self._worker, receive.clone())
+                task_status.started()
+                with self._dispatch_scope:
+                    await self._dispatch(send)
+                # Stopped: closing the send side lets each worker finish its current
+                # request and leave.
+        finally:
+            self.stopped.set()
+
+    def stop(self) -> None:
+        """Claim no new polls; polls already sent finish (``stopped`` is set after them)."""
+        self._dispatch_scope.cancel()
 
     async def _dispatch(self, send: anyio.abc.ObjectSendStream[Request]) -> None:
         while True:
@@ -227,6 +249,8 @@ class SourceScheduler:
         try:
             snapshot = await self.source.fetch(watch.task_id)
         except SourceError as exc:
+            if self._instrumentation is not None:
+                self._instrumentation.on_poll(self.name, exc.kind, self.clock.now() - sent_at)
             await self._after_error(watch, exc, sent_at)
         except Exception as exc:  # a plugin source's bug must not stop the scheduler
             _log.exception(
@@ -236,8 +260,12 @@ class SourceScheduler:
                 batch=watch.batch,
             )
             wrapped = TransientError(f"unexpected {type(exc).__name__} from the source")
+            if self._instrumentation is not None:
+                self._instrumentation.on_poll(self.name, wrapped.kind, self.clock.now() - sent_at)
             await self._after_error(watch, wrapped, sent_at)
         else:
+            if self._instrumentation is not None:
+                self._instrumentation.on_poll(self.name, "ok", self.clock.now() - sent_at)
             await self._after_snapshot(watch, snapshot, sent_at)
 
     async def _after_snapshot(self, watch: Watch, snapshot: TaskSnapshot, sent_at: float) -> None:
@@ -264,10 +292,19 @@ class SourceScheduler:
         kinds[exc.kind] = kinds.get(exc.kind, 0) + 1
         if isinstance(exc, PermanentError):
             self._end_probe()
+            _log.info(
+                "the API refused the task; it ends with outcome error",
+                source=self.name,
+                task_id=watch.task_id,
+                batch=watch.batch,
+                status=exc.status,
+                error_code=exc.error_code,
+                request_id=exc.request_id,
+            )
             await self._finish(watch, Outcome.ERROR, watch.last, exc)
             return
         if isinstance(exc, AuthError):
-            self._on_auth_error(exc)
+            self._on_auth_error(exc, watch)
         else:
             if isinstance(exc, RateLimitedError):
                 self.stats.throttled += 1
@@ -275,6 +312,18 @@ class SourceScheduler:
             self._end_probe()
         now = self.clock.now()
         delay = self.policy.next_delay(watch, exc, now=now + self._epoch_offset, rng=self._rng)
+        _log.debug(
+            "poll failed; will retry",
+            source=self.name,
+            task_id=watch.task_id,
+            batch=watch.batch,
+            kind=exc.kind,
+            status=exc.status,
+            error_code=exc.error_code,
+            request_id=exc.request_id,
+            errors_in_a_row=watch.errors,
+            retry_in=round(delay, 3),
+        )
         await self._reschedule(watch, now, delay)
 
     async def _reschedule(self, watch: Watch, now: float, delay: float) -> None:
@@ -289,6 +338,8 @@ class SourceScheduler:
         if watch.deadline is not None:
             due = min(due, watch.deadline)  # one last poll exactly at the deadline
         self.schedule(watch, due)
+        if self._on_reschedule is not None:
+            await self._on_reschedule(watch)
 
     async def _finish(
         self,
@@ -300,14 +351,17 @@ class SourceScheduler:
         if watch.done:
             return
         watch.done = True
-        self.stats.finished += 1
-        await self._on_finish(watch, outcome, snapshot, error)
+        if await self._on_finish(watch, outcome, snapshot, error):
+            self.stats.finished += 1
+            return
+        watch.done = False
+        self.schedule(watch, self.clock.now() + _FINISH_RETRY)
 
     # --- auth pauses ------------------------------------------------------------------------
     # "ok" -> (auth error) -> "paused" -> (pause over, one request sent) -> "probing"
     # -> success: "ok" | auth error: "paused" again for twice as long.
 
-    def _on_auth_error(self, exc: AuthError) -> None:
+    def _on_auth_error(self, exc: AuthError, watch: Watch) -> None:
         if self._auth_state == "paused":
             return  # a request already in flight when the pause began; nothing new learned
         if self._auth_state == "probing":
@@ -315,6 +369,8 @@ class SourceScheduler:
         _log.error(
             "credentials refused; pausing the source",
             source=self.name,
+            task_id=watch.task_id,
+            batch=watch.batch,
             pause_seconds=self._auth_pause,
             status=exc.status,
             error_code=exc.error_code,

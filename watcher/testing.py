@@ -10,14 +10,14 @@ from __future__ import annotations
 import inspect
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ._exceptions import ClosedError, SourceError
 from ._models import TaskSnapshot
 from .backoff import Bounds, PollHistory
 
-__all__ = ["FakeSource", "ZeroBackoff", "finished", "running"]
+__all__ = ["FakeSource", "MemorySink", "ZeroBackoff", "finished", "running"]
 
 Handler = Callable[[str, int], "TaskSnapshot | Awaitable[TaskSnapshot]"]
 
@@ -95,3 +95,33 @@ class ZeroBackoff:
         rng: random.Random,
     ) -> float:
         return 0.0
+
+
+class MemorySink:
+    """A ``Sink`` that keeps every event it is given, in order, in ``events``.
+
+    ``fail`` (a callable given each event) may raise to make that delivery fail, e.g. to
+    test retries: ``MemorySink(fail=lambda e: (_ for _ in ()).throw(OSError()))``.
+    """
+
+    def __init__(
+        self, name: str = "memory", *, fail: Callable[[Mapping[str, Any]], None] | None = None
+    ) -> None:
+        self.name = name
+        self.events: list[dict[str, Any]] = []
+        self.attempts = 0
+        self._fail = fail
+        self.closed = False
+
+    async def deliver(self, event: Mapping[str, Any]) -> None:
+        self.attempts += 1
+        if self._fail is not None:
+            self._fail(event)
+        self.events.append(dict(event))
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    @property
+    def task_ids(self) -> list[str]:
+        return [str(e.get("task_id")) for e in self.events if e.get("event") == "task.finished"]

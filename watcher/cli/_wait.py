@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from dataclasses import dataclass
@@ -13,12 +12,13 @@ import click
 
 from .._exceptions import ConfigError
 from .._logging import configure_logging
-from .._models import Outcome, ResultEvent
+from .._models import Outcome
 from .._watcher import Watcher
 from ..config import Config, parse_duration
 from ._exit import EX_CONFIG, EX_ERROR, EX_FAILED, EX_INTERRUPTED, EX_OK, EX_USAGE
 from ._ids import collect_ids
 from ._progress import ProgressReporter
+from ._specs import parse_sink, parse_store
 
 __all__ = ["exit_code_for", "wait"]
 
@@ -81,6 +81,21 @@ def _duration(value: str | None) -> float | None:
     help="Give up after this long (e.g. 30m); unfinished tasks end as timed_out.",
 )
 @click.option(
+    "--sink",
+    "sink_specs",
+    multiple=True,
+    metavar="SPEC",
+    help="stdout, file:PATH or webhook:URL (repeatable; replaces the config's sinks). "
+    "A webhook's secret comes from $WATCHER_WEBHOOK_SECRET.",
+)
+@click.option(
+    "--store",
+    "store_spec",
+    metavar="SPEC",
+    help="memory or sqlite:PATH. With sqlite, rerunning the same command after a crash "
+    "continues where it stopped.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Live progress on stderr (default: when stderr is a terminal).",
@@ -93,6 +108,8 @@ def wait(
     source: str | None,
     batch: str | None,
     timeout: str | None,
+    sink_specs: tuple[str, ...],
+    store_spec: str | None,
     progress: bool | None,
 ) -> None:
     """Watch TASK_IDS until every one has ended; print each result as a JSON line.
@@ -103,6 +120,11 @@ def wait(
     if config_path is None:
         _fail(EX_USAGE, "no config: pass -c CONFIG or set WATCHER_CONFIG")
     deadline = _duration(timeout)
+    overrides: dict[str, object] = {}
+    if sink_specs:
+        overrides["sinks"] = [parse_sink(spec) for spec in sink_specs]
+    if store_spec is not None:
+        overrides["store"] = parse_store(store_spec)
     try:
         ids, invalid = collect_ids(task_ids, ids_file)
     except OSError as exc:
@@ -111,7 +133,7 @@ def wait(
         click.echo(f"watcher: invalid task id {task_id!r}: {reason}", err=True)
     if not ids:
         _fail(EX_USAGE, "no valid task ids given" if invalid else "no task ids given")
-    config = load_config_or_exit(config_path)
+    config = load_config_or_exit(config_path).model_copy(update=overrides)
     if source is not None and source not in config.sources:
         _fail(EX_USAGE, f"unknown source {source!r}; the config has: {', '.join(config.sources)}")
     configure_logging(config.log.level, config.log.format)
@@ -120,11 +142,6 @@ def wait(
     if invalid and code < EX_ERROR:
         code = EX_ERROR  # a refused id never got a result: the run did not fully succeed
     sys.exit(code)
-
-
-def emit(event: ResultEvent) -> None:
-    sys.stdout.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +157,15 @@ class _WaitRun:
         return await _wait(self)
 
 
+# How long sinks may take to deliver what is queued once every task has ended.
+_DRAIN_GRACE = 60.0
+
+
 async def _wait(run: _WaitRun) -> int:
-    config, ids, source, progress = run.config, run.ids, run.source, run.progress
-    outcomes: set[Outcome] = set()
+    config, ids, progress = run.config, run.ids, run.progress
+    outcomes: dict[str, Outcome] = {}
     async with Watcher(config) as watcher:
+        source = run.source or watcher.sources[0]
         await watcher.add(ids, source=source, batch=run.batch, deadline=run.deadline)
         reporter = ProgressReporter(watcher, len(ids), live=progress)
         interrupted = False
@@ -157,28 +179,32 @@ async def _wait(run: _WaitRun) -> int:
                         tg.cancel_scope.cancel()
                         return
 
-            async def consume() -> None:
-                async for event in watcher.results():
-                    emit(event)
-                    outcomes.add(event.outcome)
-                    reporter.record(event.outcome)
+            async def collect() -> None:
+                # Ids a resumable store already finished in an earlier run count too.
+                for task_id in ids:
+                    outcome = await watcher.outcome(task_id, source=source)
+                    outcomes[task_id] = outcome
+                    reporter.record(outcome)
                 tg.cancel_scope.cancel()
 
             tg.start_soon(on_signal)
             tg.start_soon(reporter.run)
-            tg.start_soon(consume)
+            tg.start_soon(collect)
         if not reporter.live:
             reporter.log_line()
         if interrupted:
-            _report_pending(watcher, ids, source)
+            _report_pending(ids, outcomes)
             return EX_INTERRUPTED
-    return exit_code_for(outcomes)
+        if not await watcher.drain(_DRAIN_GRACE):
+            click.echo(
+                "watcher: some results could not be delivered yet; they stay queued in the store",
+                err=True,
+            )
+    return exit_code_for(set(outcomes.values()))
 
 
-def _report_pending(watcher: Watcher, ids: list[str], source: str | None) -> None:
-    done = {(e.source, e.task_id) for e in watcher.finished_events()}
-    name = source or watcher.sources[0]
-    pending = [i for i in ids if (name, i) not in done]
+def _report_pending(ids: list[str], outcomes: dict[str, Outcome]) -> None:
+    pending = [i for i in ids if i not in outcomes]
     click.echo(f"watcher: interrupted; {len(pending)} task(s) still pending:", err=True)
     for task_id in pending:
         click.echo(f"  {task_id}", err=True)

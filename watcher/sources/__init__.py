@@ -11,15 +11,17 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .._exceptions import ConfigError, ConfigIssue
-from ..config._schema import MetaStudioSourceConfig
+from ..config._schema import HttpSourceConfig, MetaStudioSourceConfig
 from ._auth import AkSkProvider, AuthProvider, IamPasswordProvider, TokenProvider, make_auth
 from .base import BatchSource, Source
+from .http import HttpSource
 from .metastudio import MetaStudioSource, SearchPage
 
 __all__ = [
     "AkSkProvider",
     "AuthProvider",
     "BatchSource",
+    "HttpSource",
     "IamPasswordProvider",
     "MetaStudioSource",
     "SearchPage",
@@ -38,12 +40,14 @@ def _plugin_factory(name: str, kind: str) -> Any:
         if ":" in kind:
             module, _, attr = kind.partition(":")
             return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        issue = ConfigIssue(f"sources.{name}.type", f"cannot load source {kind!r}: {exc}")
+    except Exception as exc:  # a plugin's import-time bug is any exception, not only ImportError
+        reason = f"{type(exc).__name__}: {exc}"
+        issue = ConfigIssue(f"sources.{name}.type", f"cannot load source {kind!r}: {reason}")
         raise ConfigError([issue]) from exc
     issue = ConfigIssue(
         f"sources.{name}.type",
-        f"unknown source type {kind!r} (built-in: metastudio; or an entry point, or module:Name)",
+        f"unknown source type {kind!r} "
+        "(built-in: metastudio, http; or an entry point, or module:Name)",
     )
     raise ConfigError([issue])
 
@@ -52,6 +56,8 @@ def build_source(name: str, config: Any) -> Source:
     """The source for one ``sources.<name>`` config block (built-in or plugin)."""
     if isinstance(config, MetaStudioSourceConfig):
         return MetaStudioSource(name, config)
+    if isinstance(config, HttpSourceConfig):
+        return HttpSource(name, config)
     factory = _plugin_factory(name, str(getattr(config, "type", "")))
     source = factory(name, config)
     if not isinstance(source, Source):

@@ -1,0 +1,65 @@
+"""Stores: the durable record of watches and the outbox of undelivered events.
+
+Built-ins sit here (``memory``, ``sqlite``); third parties register a factory
+``(config) -> Store`` under the ``watcher.stores`` entry-point group, or name it as
+``package.module:Name`` in ``store.type``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from .._exceptions import ConfigError, ConfigIssue
+from ..config._schema import MemoryStoreConfig, SqliteStoreConfig
+from ._groupcommit import WriterStats
+from .base import DeadLetter, OutboxItem, QueryableStore, Store, WatchRecord, WatchState
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+
+__all__ = [
+    "DeadLetter",
+    "MemoryStore",
+    "OutboxItem",
+    "QueryableStore",
+    "SqliteStore",
+    "Store",
+    "WatchRecord",
+    "WatchState",
+    "WriterStats",
+    "build_store",
+]
+
+
+def _plugin_factory(kind: str) -> Any:
+    found = [ep for ep in entry_points(group="watcher.stores") if ep.name == kind]
+    try:
+        if found:
+            return found[0].load()
+        if ":" in kind:
+            module, _, attr = kind.partition(":")
+            return getattr(importlib.import_module(module), attr)
+    except Exception as exc:  # a plugin's import-time bug is any exception, not only ImportError
+        reason = f"{type(exc).__name__}: {exc}"
+        issue = ConfigIssue("store.type", f"cannot load store {kind!r}: {reason}")
+        raise ConfigError([issue]) from exc
+    issue = ConfigIssue(
+        "store.type",
+        f"unknown store type {kind!r} "
+        "(built-in: memory, sqlite; or an entry point, or module:Name)",
+    )
+    raise ConfigError([issue])
+
+
+def build_store(config: Any) -> Store:
+    """The store for the ``store:`` config block (built-in or plugin); not opened yet."""
+    if isinstance(config, MemoryStoreConfig):
+        return MemoryStore()
+    if isinstance(config, SqliteStoreConfig):
+        return SqliteStore(config.path)
+    factory = _plugin_factory(str(getattr(config, "type", "")))
+    store = factory(config)
+    if not isinstance(store, Store):
+        raise ConfigError([ConfigIssue("store.type", "plugin did not return a Store")])
+    return store

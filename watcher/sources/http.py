@@ -24,7 +24,7 @@ from ._http import HttpResponse, error_for_response, loads_json, make_session, s
 
 __all__ = ["HttpSource", "JsonPath", "parse_http_task"]
 
-_INDEX = re.compile(r"-?[0-9]+")
+_INDEX = re.compile(r"-?[0-9]{1,9}")  # longer digit runs are keys, never list indexes
 
 
 class JsonPath:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -107,13 +108,13 @@ def test_status_mapped_to_running_falls_back_to_progress() -> None:
     assert c.classify(done).outcome is Outcome.SUCCEEDED
 
 
-def test_unknown_status_is_not_terminal_and_logged_once(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_status_is_not_terminal_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     """An unknown status value is treated as running and logged once per value."""
+    caplog.set_level(logging.INFO, logger="watcher.classifier")
     c = Classifier({"0": Outcome.SUCCEEDED})
     for _ in range(3):
         assert c.classify(snap(status="WEIRD", total_count=5, success_count=1)).outcome is None
-    out = capsys.readouterr().out
-    assert out.count("WEIRD") == 1
+    assert caplog.text.count("WEIRD") == 1
 
 
 def test_progress_rule_can_be_disabled() -> None:

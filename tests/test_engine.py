@@ -300,3 +300,34 @@ async def test_source_bug_does_not_stop_the_engine() -> None:
         with anyio.fail_after(10):
             event = await w.wait("t")
     assert event.outcome is Outcome.SUCCEEDED and event.polls == 2
+
+
+def test_embedded_library_prints_nothing_on_stdout() -> None:
+    """Inside a program that configures no logging, watcher writes nothing to stdout."""
+    import subprocess
+    import sys
+
+    script = """
+import anyio
+from watcher._watcher import Watcher
+from watcher._exceptions import ServerError
+from watcher.testing import FakeSource, ZeroBackoff, finished
+
+def handler(tid, n):
+    if n == 1:
+        raise ServerError("boom", status=503, request_id="r1")
+    return finished(tid, status="NEVER-SEEN-BEFORE")
+
+async def main():
+    async with Watcher(sources={"fake": FakeSource(handler)}, policy=ZeroBackoff(), sinks=[]) as w:
+        await w.add(["a", "b"])
+        await w.wait_all(timeout=10)
+
+anyio.run(main)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "poll failed" not in result.stderr  # debug and info stay quiet by default

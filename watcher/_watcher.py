@@ -14,12 +14,12 @@ from types import TracebackType
 from typing import Self
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 
 from ._assembly import deadline_seconds, policy_from, sink_names
 from ._clock import Clock, MonotonicClock
 from ._exceptions import ClosedError, InvalidTaskIdError, SourceError, WatcherError
+from ._log import get_logger
 from ._models import (
     BatchEvent,
     ErrorInfo,
@@ -44,7 +44,7 @@ from .stores.base import Store, WatchRecord
 
 __all__ = ["AddResult", "Watcher", "wait_sync"]
 
-_log = structlog.get_logger("watcher")
+_log = get_logger("watcher")
 
 # A watch whose result could not be stored (e.g. disk full) is polled again after this long,
 # and its result stored then: detected results are never dropped.

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import structlog
-
+from ._log import get_logger
 from ._models import Outcome, TaskSnapshot
 
 __all__ = ["RUNNING", "Classifier", "Verdict"]
@@ -19,7 +18,7 @@ __all__ = ["RUNNING", "Classifier", "Verdict"]
 RUNNING = "running"
 _MAX_REMEMBERED_UNKNOWN = 1024  # a hostile server must not grow this set without bound
 
-_log = structlog.get_logger("watcher.classifier")
+_log = get_logger("watcher.classifier")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from ._clock import Clock
@@ -32,6 +31,7 @@ from ._exceptions import (
     SourceError,
     TransientError,
 )
+from ._log import get_logger
 from ._models import Outcome, TaskSnapshot
 from ._watch import Watch
 from .backoff import BackoffPolicy
@@ -42,7 +42,7 @@ from .sources.base import Source
 
 __all__ = ["FinishHandler", "Request", "RescheduleHandler", "SchedulerStats", "SourceScheduler"]
 
-_log = structlog.get_logger("watcher.scheduler")
+_log = get_logger("watcher.scheduler")
 
 # Returns False when the result could not be recorded: the watch is then polled again later.
 FinishHandler = Callable[

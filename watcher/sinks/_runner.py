@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import anyio
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._clock import Clock, MonotonicClock
 from .._exceptions import ConfigError, ConfigIssue
+from .._log import get_logger
 from ..backoff import exponential_delay
 from ..config._units import Duration
 from ..stores.base import OutboxItem, Store
@@ -49,7 +49,7 @@ class _RetryKeys(BaseModel):
     dead_letter: str | None = None
 
 
-_log = structlog.get_logger("watcher.sinks")
+_log = get_logger("watcher.sinks")
 
 # An idle runner lets a Flushable sink (the file sink's fsync "batch") sync this long after
 # the last delivery, so a burst costs one fsync and a lone event is on disk within a second.

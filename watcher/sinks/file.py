@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio.to_thread
-import structlog
 
 from .._exceptions import ClosedError
+from .._log import get_logger
 from ..config._schema import FileSinkConfig
 from .base import DeliveryError
 
 __all__ = ["FileSink", "FsyncPolicy", "append_line", "dumps_event"]
 
-_log = structlog.get_logger("watcher.sinks")
+_log = get_logger("watcher.sinks")
 
 FsyncPolicy = Literal["always", "batch", "never"]
 

@@ -20,14 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from .._exceptions import ClosedError
+from .._log import get_logger
 from ._sqlops import Conn, Handler
 
 __all__ = ["GroupCommitWriter", "WriterStats"]
 
-_log = structlog.get_logger("watcher.stores")
+_log = get_logger("watcher.stores")
 
 
 @dataclass(slots=True)

@@ -80,7 +80,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     if _handler is not None:
         root.removeHandler(_handler)
     root.addHandler(handler)
-    root.setLevel(numeric)
+    # Other libraries' debug output (aiosqlite logs every statement, with its parameters) is
+    # noise, and may hold task payloads: they log from info up; watcher at the level asked.
+    root.setLevel(max(numeric, logging.INFO))
+    logging.getLogger("watcher").setLevel(numeric)
     _handler = handler
     # aiohttp's own access log is replaced by the daemon's structured one.
     logging.getLogger("aiohttp.access").propagate = False

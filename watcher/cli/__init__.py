@@ -18,12 +18,15 @@ def cli() -> None:
 
 def _register() -> None:
     # Each subcommand lives in the module named after it.
+    from ._add import add
     from ._check import check
     from ._demo import demo
+    from ._run import run
     from ._simulate import simulate
+    from ._status import status
     from ._wait import wait
 
-    for command in (check, demo, simulate, wait):
+    for command in (add, check, demo, run, simulate, status, wait):
         cli.add_command(command)
 
 

@@ -30,7 +30,7 @@ api: {{token: {SECRET}}}
 
 def _watcher(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real command in a fresh interpreter, in an empty environment unless told."""
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
+    return subprocess.run(
         [sys.executable, "-m", "watcher", *args],
         capture_output=True,
         text=True,

@@ -120,7 +120,7 @@ def _reader(stream: object, lines: queue.Queue[str | None]) -> None:
 def run_and_kill(path: Path, seed: int, prefix: str, kill_after: int) -> set[str]:
     """Run the writer child until it reported ``kill_after`` completions, SIGKILL it, and
     return every task id it reported as completed."""
-    child = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+    child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), str(seed), prefix],
         stdout=subprocess.PIPE,
         text=True,

@@ -111,11 +111,12 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_unknown_plugin_type_is_a_warning(tmp_path: Path) -> None:
-    """A type that is neither built in nor installed warns with a suggestion but passes."""
+def test_unknown_plugin_type_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    """A type neither built in nor installed: the line, a suggestion, and exit 78."""
     path = _write(tmp_path, GOOD + "sinks: [{type: webhok, url: 'https://x.test'}]\n")
     result = CliRunner().invoke(check, ["-c", path], env={})
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == EX_CONFIG, result.output
+    assert "sinks.webhok.type: unknown sink type 'webhok'" in result.stderr
     assert (
         f"warning: {path}:8 sinks[0].type: 'webhok' is not a built-in type and no installed "
         "plugin ('watcher.sinks' entry point) provides it (did you mean 'webhook'?)"

@@ -174,4 +174,88 @@ async def test_demo_runs_to_a_summary() -> None:
     assert result.returncode == 0, result.stderr.decode()
     out = result.stdout.decode()
     assert "40 tasks" in out
+    assert '"event": "task.finished"' not in out  # events only with --json
     assert "succeeded" in out and "429s from the API" in out
+
+
+async def test_timeout_bounds_the_whole_run(tmp_path: Path) -> None:
+    """--timeout ends the run on time even when the budget could not poll every task again."""
+    ids = [f"slow{i:03d}" for i in range(300)]
+    (tmp_path / "ids.txt").write_text("\n".join(ids))
+    async with simulator() as sim:
+        for i in ids:
+            sim.add_task(i, life=3600, total=100, outcome="succeeded")
+        config = write_config(tmp_path, sim)
+        config.write_text(config.read_text().replace("rate_limit: 50", "rate_limit: 5"))
+        started = anyio.current_time()
+        result = await run_watcher(
+            "wait", "-c", str(config), "--ids-file", str(tmp_path / "ids.txt"), "--timeout", "2s"
+        )
+        elapsed = anyio.current_time() - started
+    assert result.returncode == 2, result.stderr.decode()[-500:]
+    got = events(result.stdout)
+    assert len(got) == 300 and {e["outcome"] for e in got} == {"timed_out"}
+    assert elapsed < 20  # 300 polls at 5/s alone would take a minute
+
+
+async def test_wrong_credentials_fail_fast_without_locking_the_key(tmp_path: Path) -> None:
+    """A wrong secret key: one clear error, exit 78, and far fewer than 5 refused requests."""
+    async with simulator() as sim:
+        sim.add_task("w1", life=1, total=3, outcome="succeeded")
+        config = write_config(tmp_path, sim)
+        env = {**os.environ, "TEST_SK": "not-the-secret"}
+        with anyio.fail_after(60):
+            result = await anyio.run_process(
+                [sys.executable, "-m", "watcher", "wait", "-c", str(config), "w1"],
+                env=env,
+                check=False,
+            )
+        refused = sim.stats().auth_failures
+    stderr = result.stderr.decode()
+    assert result.returncode == 78, stderr[-500:]
+    assert "refused the credentials" in stderr and "APIGW.0303" in stderr
+    assert "not-the-secret" not in stderr
+    assert 1 <= refused <= 3
+
+
+async def test_progress_counts_tasks_in_the_order_they_end(tmp_path: Path) -> None:
+    """Interrupted while the first id still runs: only unfinished ids are listed as pending."""
+    async with simulator() as sim:
+        sim.add_task("first", life=3600, total=100, outcome="succeeded")
+        sim.add_task("quick", life=0.1, total=2, outcome="succeeded")
+        env = {**os.environ, "TEST_SK": SK}
+        config = str(write_config(tmp_path, sim))
+        async with await anyio.open_process(
+            [sys.executable, "-m", "watcher", "wait", "-c", config, "first", "quick"], env=env
+        ) as proc:
+            assert proc.stdout is not None
+            with anyio.fail_after(30):
+                line = await proc.stdout.receive()  # the quick task's result
+            assert b'"quick"' in line
+            proc.send_signal(signal.SIGINT)
+            with anyio.fail_after(30):
+                await proc.wait()
+            assert proc.stderr is not None
+            stderr = (await proc.stderr.receive()).decode()
+    assert proc.returncode == 130
+    assert "1 task(s) still pending" in stderr
+    assert "  first" in stderr and "  quick" not in stderr
+
+
+async def test_problems_found_only_by_building_are_config_errors(tmp_path: Path) -> None:
+    """A mistyped type, a bad webhook secret, a missing store folder: check and wait exit 78."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "sources:\n  ms:\n    type: metastudo\n    endpoint: http://127.0.0.1:9\n"
+        "    project_id: p\n"
+        "sinks:\n  - {type: webhook, url: 'http://127.0.0.1:9/h', secret: whsec_a}\n"
+        f"store: {{type: sqlite, path: {tmp_path}/missing/w.db}}\n"
+    )
+    checked = await run_watcher("check", "-c", str(bad))
+    waited = await run_watcher("wait", "-c", str(bad), "t1")
+    stderr = checked.stderr.decode()
+    assert checked.returncode == 78
+    assert "unknown source type 'metastudo'" in stderr
+    assert "sinks.webhook.secret" in stderr and "store.path" in stderr
+    assert waited.returncode == 78
+    assert "Traceback" not in waited.stderr.decode()

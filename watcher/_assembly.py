@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
+from ._exceptions import ConfigError, ConfigIssue
 from .backoff import BackoffPolicy, make_policy
-from .config import PollingConfig
+from .config import Config, PollingConfig
 
-__all__ = ["deadline_seconds", "policy_from", "sink_names"]
+__all__ = ["check_components", "deadline_seconds", "policy_from", "sink_names"]
 
 
 def policy_from(polling: PollingConfig) -> BackoffPolicy:
@@ -55,3 +59,44 @@ def sink_names(configs: Sequence[Any]) -> list[str]:
         seen[base] += 1
         names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     return names
+
+
+async def check_components(config: Config) -> list[ConfigIssue]:
+    """Problems that only building the parts reveals: unknown or broken plugin types, a bad
+    webhook secret, a store path whose directory is missing. Nothing is opened or sent."""
+    from .sinks import build_sink
+    from .sources import build_source
+    from .stores import build_store
+
+    issues: list[ConfigIssue] = []
+    built: list[Any] = []
+    attempts: list[Callable[[], Any]] = [
+        *(partial(build_source, name, cfg) for name, cfg in config.sources.items()),
+        *(
+            partial(build_sink, cfg, name=name)
+            for cfg, name in zip(config.sinks, sink_names(config.sinks), strict=True)
+        ),
+        partial(build_store, config.store),
+    ]
+    for attempt in attempts:
+        try:
+            built.append(attempt())
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    issues.extend(_store_path_issues(config))
+    for part in built:
+        close = getattr(part, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+    return issues
+
+
+def _store_path_issues(config: Config) -> list[ConfigIssue]:
+    path = getattr(config.store, "path", None)
+    if config.store.type != "sqlite" or not path:
+        return []
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return []
+    return [ConfigIssue("store.path", f"directory {directory!r} does not exist")]

@@ -649,6 +649,42 @@ class Watcher:
             await self._changed.wait()
         return self._finished[key]
 
+    def is_pending(self, task_id: str, *, source: str | None = None) -> bool:
+        """True while ``task_id`` is being watched in this run and has not ended."""
+        runtime = self._runtime(source)
+        watch = runtime.watches.get(task_id)
+        return watch is not None and not watch.done
+
+    async def expire(self, *, source: str | None = None) -> int:
+        """End every pending watch (of ``source``, or of all sources) now as ``timed_out``,
+        without waiting for a last poll; returns how many ended. For a caller's overall
+        timeout: a watch's own deadline still needs a request slot for its last poll."""
+        self._check_open()
+        runtimes = [self._runtime(source)] if source is not None else list(self._runtimes.values())
+        ended = 0
+        for runtime in runtimes:
+            for watch in list(runtime.watches.values()):
+                if watch.done:
+                    continue
+                watch.done = True  # a poll in flight for it now ends without a second result
+                if await self._on_finish(watch, Outcome.TIMED_OUT, watch.last, watch.last_error):
+                    ended += 1
+                else:
+                    watch.done = False
+        return ended
+
+    def auth_refused(self, source: str | None = None) -> SourceError | None:
+        """The credentials error of a source that has never had a poll answered, if any:
+        a sign that the configured credentials are wrong rather than briefly refused."""
+        runtime = self._runtime(source)
+        stats = runtime.scheduler.stats
+        if stats.snapshots or not stats.errors_by_kind.get("auth"):
+            return None
+        for watch in runtime.watches.values():
+            if watch.last_error is not None and watch.last_error.kind == "auth":
+                return watch.last_error
+        return None
+
     async def outcome(self, task_id: str, *, source: str | None = None) -> Outcome:
         """How ``task_id`` ended: waits while it is pending in this run; a watch that an
         earlier run finished is answered from the store."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import click
 
 from .._exceptions import ConfigError, ConfigIssue
@@ -35,6 +36,7 @@ def check(ctx: click.Context, path: str) -> None:
     Every problem is reported, one per line as FILE:LINE KEY.PATH: MESSAGE, and the exit
     status is 78 (EX_CONFIG) if there is any.
     """
+    from .._assembly import check_components
     from ..config._loader import dump_effective, load, plugin_warnings, read_text
 
     try:
@@ -46,7 +48,15 @@ def check(ctx: click.Context, path: str) -> None:
         count = len(exc.issues)
         click.echo(f"invalid: {path} ({count} problem{'' if count == 1 else 's'})", err=True)
         ctx.exit(EX_CONFIG)
-    click.echo(dump_effective(loaded.config), nl=False)
-    for warning in plugin_warnings(loaded):
+    warnings = plugin_warnings(loaded)
+    for warning in warnings:
         click.echo(f"warning: {_describe(warning)}", err=True)
+    built = anyio.run(check_components, loaded.config)
+    if built:
+        for issue in built:
+            click.echo(_describe(issue), err=True)
+        count = len(built)
+        click.echo(f"invalid: {path} ({count} problem{'' if count == 1 else 's'})", err=True)
+        ctx.exit(EX_CONFIG)
+    click.echo(dump_effective(loaded.config), nl=False)
     click.echo(f"ok: {name}", err=True)

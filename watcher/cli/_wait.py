@@ -138,7 +138,12 @@ def wait(
         _fail(EX_USAGE, f"unknown source {source!r}; the config has: {', '.join(config.sources)}")
     configure_logging(config.log.level, config.log.format)
     run = _WaitRun(config, ids, source, batch, deadline, progress)
-    code = anyio.run(run.main)
+    try:
+        code = anyio.run(run.main)
+    except ConfigError as exc:  # found only when building the parts: plugins, paths, secrets
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        sys.exit(EX_CONFIG)
     if invalid and code < EX_ERROR:
         code = EX_ERROR  # a refused id never got a result: the run did not fully succeed
     sys.exit(code)
@@ -162,45 +167,108 @@ _DRAIN_GRACE = 60.0
 
 
 async def _wait(run: _WaitRun) -> int:
-    config, ids, progress = run.config, run.ids, run.progress
-    outcomes: dict[str, Outcome] = {}
-    async with Watcher(config) as watcher:
+    ids, outcomes = run.ids, dict[str, Outcome]()
+    async with Watcher(run.config) as watcher:
         source = run.source or watcher.sources[0]
         await watcher.add(ids, source=source, batch=run.batch, deadline=run.deadline)
-        reporter = ProgressReporter(watcher, len(ids), live=progress)
-        interrupted = False
+        reporter = ProgressReporter(watcher, len(ids), live=run.progress)
+        wanted = set(ids)
+        await _earlier_outcomes(watcher, ids, source, outcomes, reporter)
+        stop: str | None = None
         async with anyio.create_task_group() as tg:
 
             async def on_signal() -> None:
-                nonlocal interrupted
+                nonlocal stop
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
-                        interrupted = True
+                        stop = "interrupted"
                         tg.cancel_scope.cancel()
                         return
 
             async def collect() -> None:
-                # Ids a resumable store already finished in an earlier run count too.
-                for task_id in ids:
-                    outcome = await watcher.outcome(task_id, source=source)
-                    outcomes[task_id] = outcome
-                    reporter.record(outcome)
+                # In the order tasks end, so progress and the pending list stay true.
+                if len(outcomes) < len(wanted):
+                    async for event in watcher.results(follow=True):
+                        if event.source != source or event.task_id not in wanted:
+                            continue
+                        if event.task_id not in outcomes:
+                            outcomes[event.task_id] = event.outcome
+                            reporter.record(event.outcome)
+                        if len(outcomes) == len(wanted):
+                            break
                 tg.cancel_scope.cancel()
+
+            async def overall_timeout(seconds: float) -> None:
+                # Deadlines end a task at its next poll, which may wait for a request slot
+                # (or an auth pause); --timeout bounds the whole run regardless.
+                await anyio.sleep(seconds + 1.0)
+                await watcher.expire(source=source)
+
+            async def credentials_check() -> None:
+                nonlocal stop
+                while True:
+                    await anyio.sleep(0.2)
+                    error = watcher.auth_refused(source)
+                    if error is not None:
+                        click.echo(
+                            f"watcher: source {source!r} refused the credentials "
+                            f"before any task could be polled: {error}; check the "
+                            "source's auth settings",
+                            err=True,
+                        )
+                        stop = "auth"
+                        tg.cancel_scope.cancel()
+                        return
 
             tg.start_soon(on_signal)
             tg.start_soon(reporter.run)
             tg.start_soon(collect)
+            tg.start_soon(credentials_check)
+            if run.deadline is not None:
+                tg.start_soon(overall_timeout, run.deadline)
         if not reporter.live:
             reporter.log_line()
-        if interrupted:
+        if stop == "interrupted":
             _report_pending(ids, outcomes)
             return EX_INTERRUPTED
-        if not await watcher.drain(_DRAIN_GRACE):
-            click.echo(
-                "watcher: some results could not be delivered yet; they stay queued in the store",
-                err=True,
-            )
-    return exit_code_for(set(outcomes.values()))
+        if stop == "auth":
+            return EX_CONFIG
+        code = exit_code_for(set(outcomes.values()))
+        if not await _deliver_rest(watcher, run.config):
+            code = max(code, EX_ERROR)
+    return code
+
+
+async def _earlier_outcomes(
+    watcher: Watcher,
+    ids: list[str],
+    source: str,
+    outcomes: dict[str, Outcome],
+    reporter: ProgressReporter,
+) -> None:
+    """Outcomes a resumable store holds from an earlier run of the same wait."""
+    for task_id in ids:
+        if not watcher.is_pending(task_id, source=source):
+            outcomes[task_id] = await watcher.outcome(task_id, source=source)
+            reporter.record(outcomes[task_id])
+
+
+async def _deliver_rest(watcher: Watcher, config: Config) -> bool:
+    """Give the sinks time to deliver what is queued; say so when they could not."""
+    if await watcher.drain(_DRAIN_GRACE):
+        return True
+    kept = config.store.type != "memory"
+    what = (
+        "they stay queued in the store and are sent on the next run"
+        if kept
+        else "with the memory store they are lost (use --store sqlite:PATH to keep them)"
+    )
+    click.echo(
+        "watcher: some results could not be delivered to every sink within "
+        f"{_DRAIN_GRACE:.0f}s; {what}",
+        err=True,
+    )
+    return False
 
 
 def _report_pending(ids: list[str], outcomes: dict[str, Outcome]) -> None:

@@ -259,3 +259,15 @@ async def test_problems_found_only_by_building_are_config_errors(tmp_path: Path)
     assert "sinks.webhook.secret" in stderr and "store.path" in stderr
     assert waited.returncode == 78
     assert "Traceback" not in waited.stderr.decode()
+
+
+async def test_an_unreachable_api_is_reported_not_silent(tmp_path: Path) -> None:
+    """Polls failing against a dead endpoint show up as a warning at the default log level."""
+    async with simulator() as sim:
+        config = write_config(tmp_path, sim)
+    # The simulator has stopped: its port now refuses connections.
+    result = await run_watcher("wait", "-c", str(config), "--timeout", "6s", "gone1")
+    stderr = result.stderr.decode()
+    assert result.returncode == 2
+    assert "polls are failing and being retried" in stderr
+    assert "connect" in stderr

@@ -37,6 +37,7 @@ class ProgressReporter:
         self._interval = interval
         self.live = sys.stderr.isatty() if live is None else live
         self.outcomes: Counter[Outcome] = Counter()
+        self._errors_reported = 0
         self._started = time.monotonic()
         self._rate_window: list[tuple[float, int]] = []
 
@@ -104,7 +105,7 @@ class ProgressReporter:
             task,
             completed=self.done,
             outcomes=styled or "-",
-            rate=f"{rate:5.1f} req/s · 429s {throttled}",
+            rate=f"{rate:5.1f} req/s · 429s {throttled} · failed polls {self._failed_polls()}",
         )
 
     def log_line(self) -> None:
@@ -118,4 +119,28 @@ class ProgressReporter:
             requests_per_second=round(self._request_rate(polls), 1),
             polls=polls,
             throttled=throttled,
+            failed_polls=self._failed_polls(),
         )
+        if self._failed_polls() > self._errors_reported:
+            self._warn_errors()
+
+    def _failed_polls(self) -> int:
+        return sum(
+            sum(self._watcher.scheduler(name).stats.errors_by_kind.values())
+            for name in self._watcher.sources
+        )
+
+    def _warn_errors(self) -> None:
+        # Retried errors are debug-level detail, but a user must see that the API is failing
+        # (unreachable, 5xx, garbage): one warning per progress interval with the breakdown.
+        kinds: dict[str, int] = {}
+        for name in self._watcher.sources:
+            for kind, count in self._watcher.scheduler(name).stats.errors_by_kind.items():
+                kinds[kind] = kinds.get(kind, 0) + count
+        total = sum(kinds.values())
+        _log.warning(
+            "polls are failing and being retried",
+            new_failures=total - self._errors_reported,
+            by_kind=", ".join(f"{k} {n}" for k, n in sorted(kinds.items())),
+        )
+        self._errors_reported = total

@@ -32,6 +32,7 @@ def policy_from(polling: PollingConfig) -> BackoffPolicy:
         error_max=e.max,
         progress_max=b.progress_max,
         growth=b.growth,
+        growth_min=b.growth_min,
         tolerance=b.tolerance,
     )
 

@@ -5,23 +5,28 @@ Policies:
 - ``decorrelated`` jitter: ``min(cap, uniform(initial, previous * 3))``;
 - ``fixed``: the initial interval, always;
 - ``progress`` (default): while counts advance, reason about *when the task can finish* and
-  poll near the earliest consistent finish time; without usable progress it falls back to
-  ``exponential``.
+  poll just after the earliest consistent finish time; without usable progress it falls back
+  to ``exponential``.
 
 The progress rule works with intervals rather than a point estimate. A whole count ``c`` of
 ``total`` after ``elapsed`` seconds of linear progress bounds the finish from below by
-``elapsed * total / (c + 1)`` and (when ``c > 0``) from above by ``elapsed * total / c``.
-Each poll narrows the interval; the next poll goes to its lower end, and once the lower
-end has passed, short steps walk the rest of it. A ``tolerance`` widens every bound for
-noisy counts, and no sleep is longer than the task has already run (``growth``), so a task
-that speeds up is never missed by much.
+``elapsed * total / (c + 1)`` and (when ``c > 0``) from above by ``elapsed * total / c``; a
+``tolerance`` widens both for noisy counts. Each poll intersects the interval with its own,
+so it narrows as observations accumulate, and a task still running at ``now`` cannot finish
+before ``now``. The next poll goes one step past the lower end; from there equal steps of at
+most ``step_cap`` walk what is left, the last one landing on the upper end.
+
+Counts are only evidence if progress is linear, so the policy hedges: no sleep is longer
+than ``growth`` times the time the task has run (or ``growth_min``), and a task that speeds
+up is never missed by much. Observations that disagree, or a task that outlives its
+interval, start the interval over from the newest count.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from ._exceptions import RateLimitedError, SourceError
@@ -86,6 +91,7 @@ class Bounds:
     lo: float
     hi: float  # math.inf when unknown
     total: int
+    misses: int = 0  # times the task outlived its interval (counts that stall, say)
 
 
 def update_bounds(
@@ -114,9 +120,9 @@ def update_bounds(
     if previous is not None and previous.total == total:
         merged_lo, merged_hi = max(lo, previous.lo), min(hi, previous.hi)
         if merged_lo <= merged_hi:
-            return Bounds(merged_lo, merged_hi, total)
+            return Bounds(merged_lo, merged_hi, total, previous.misses)
         # The observations disagree: progress is not linear. Trust only the newest one.
-    return Bounds(lo, hi, total)
+    return Bounds(lo, hi, total, previous.misses if previous is not None else 0)
 
 
 class BackoffPolicy(Protocol):
@@ -207,13 +213,18 @@ class SimplePolicy:
 
 @dataclass(frozen=True, slots=True)
 class ProgressPolicy:
-    """Poll near the earliest finish time that the progress so far allows.
+    """Poll just after the earliest finish time that the progress so far allows.
 
     ``fallback`` handles polls without usable progress and errors. ``floor`` and ``ceiling``
-    bound every progress-based delay; ``growth`` caps a sleep at that multiple of the time the
-    task has already run (or ``fallback.cap``, whichever is longer); ``step`` is the fraction
-    of elapsed time between polls once the earliest finish has passed (at most
-    ``step_cap`` seconds).
+    bound every progress-based delay. Inside the finish window polls are at most one step
+    apart: ``step`` times the time the task has run, at most ``step_cap`` seconds.
+
+    Hedging against progress that is not linear: a sleep is at most ``growth`` times the
+    time the task has run, or ``growth_min`` (or ``fallback.cap``), whichever is longest.
+    ``growth_min`` should exceed the time the budget needs to poll every watch once: a
+    young task checked again sooner competes with first polls still waiting for a token.
+    A task still running past the end of its interval had counts that misled (it stalled):
+    the interval restarts from the newest count, and its steps are twice as long as before.
     """
 
     fallback: SimplePolicy = SimplePolicy()
@@ -223,18 +234,30 @@ class ProgressPolicy:
     growth: float = 1.0
     step: float = 0.02
     step_cap: float = 15.0
+    growth_min: float = 120.0
 
     def observe(self, history: PollHistory, snapshot: TaskSnapshot, *, now: float) -> Bounds | None:
         if snapshot.total_count is None or snapshot.done_count is None:
             return history.bounds
+        previous = history.bounds
+        if previous is not None and previous.hi < now:
+            # Still running after the latest finish the earlier observations allowed: they
+            # were wrong about this task (it stalled, or is noisier than the tolerance).
+            bounds = self._update(None, history, snapshot, now)
+            return replace(bounds, misses=previous.misses + 1) if bounds is not None else None
+        return self._update(previous, history, snapshot, now)
+
+    def _update(
+        self, previous: Bounds | None, history: PollHistory, snapshot: TaskSnapshot, now: float
+    ) -> Bounds | None:
         begin = snapshot.begin_time
         return update_bounds(
-            history.bounds,
+            previous,
             now=now,
             origin=begin.timestamp() if begin else history.watched_at,
             origin_known=begin is not None,
-            count=snapshot.done_count,
-            total=snapshot.total_count,
+            count=snapshot.done_count or 0,
+            total=snapshot.total_count or 0,
             tolerance=self.tolerance,
         )
 
@@ -248,24 +271,36 @@ class ProgressPolicy:
     ) -> float:
         if isinstance(result, SourceError):
             return self.fallback.next_delay(history, result, now=now, rng=rng)
-        bounds = history.bounds
         origin = result.begin_time.timestamp() if result.begin_time else history.watched_at
         elapsed = max(now - origin, 0.0)
         total, done = result.total_count, result.done_count
         if total and done is not None and done >= total:
             # Every item counted but not yet marked ended: it is closing up right now.
             return self._clamp(self.floor * 2)
+        bounds = history.bounds
         if bounds is None:
-            return self.fallback.next_delay(history, result, now=now, rng=rng)
+            fallback = self.fallback.next_delay(history, result, now=now, rng=rng)
+            if not total or done != 0:
+                return fallback
+            # Nothing counted yet. Were items to come evenly, the whole task would take at
+            # least elapsed * total; but a task may start slowly, so this only stretches
+            # the fallback, by at most `growth` times the time it has run.
+            earliest = origin + elapsed * total * (1.0 - self.tolerance)
+            return self._clamp(max(fallback, min(earliest - now, self.growth * elapsed)))
         step = min(self.step_cap, max(self.floor, self.step * elapsed))
-        if bounds.lo > now + self.floor:
-            delay = bounds.lo - now
+        # Each time the task outlived its window, walk the next one in twice longer steps:
+        # a count stuck one item short must not be polled every few seconds for hours.
+        step *= 2.0 ** min(bounds.misses, 64)
+        start = max(bounds.lo, now)  # still running: it finishes after now
+        span = bounds.hi - start
+        if math.isfinite(span) and span > 0 and step > 0:
+            # Equal steps of at most `step` from the earliest to the latest finish. The first
+            # poll goes one step in: at the earliest finish itself it could not find it done.
+            target = start + span / math.ceil(span / step)
         else:
-            delay = step
-            if math.isfinite(bounds.hi):
-                delay = min(delay, max(self.floor, bounds.hi - now))
-        longest = max(self.fallback.cap, self.growth * elapsed)
-        return self._clamp(min(delay, longest))
+            target = start + step
+        limit = max(self.fallback.cap, self.growth_min, self.growth * elapsed)
+        return self._clamp(min(target - now, limit))
 
     def _clamp(self, delay: float) -> float:
         return min(self.ceiling, max(self.floor, delay))
@@ -285,6 +320,7 @@ def make_policy(
     progress_max: float = 1800.0,
     growth: float = 1.0,
     tolerance: float = 0.05,
+    growth_min: float = 120.0,
 ) -> SimplePolicy | ProgressPolicy:
     """Build a policy from the ``polling.backoff`` and ``polling.error_backoff`` knobs."""
     errors = ErrorCurve(error_initial, error_multiplier, error_max)
@@ -305,4 +341,5 @@ def make_policy(
         ceiling=progress_max,
         tolerance=tolerance,
         growth=growth,
+        growth_min=growth_min,
     )

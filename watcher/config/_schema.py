@@ -393,9 +393,11 @@ class BackoffConfig(_Model):
     min: Duration = 1.0
     jitter: bool = True
     # policy "progress": a sleep planned from progress counts may be longer than `max` (up to
-    # `progress_max`), but never longer than `growth` times how long the task has run so far.
+    # `progress_max`), but never longer than `growth` times how long the task has run so far,
+    # or `growth_min` if that is longer (set it above watches / rate_limit for big batches).
     progress_max: Duration = 1800.0
     growth: float = Field(default=1.0, gt=0.0, le=100.0)
+    growth_min: Duration = 120.0
     tolerance: float = Field(default=0.05, ge=0.0, lt=1.0)  # relative noise in the counts
 
     @model_validator(mode="after")

@@ -158,3 +158,16 @@ def test_example_config_checks_clean_in_an_empty_environment() -> None:
     for default in placeholders:
         assert default not in result.stdout
         assert default.split()[-1] not in result.stdout  # "Bearer <token>": not even the token
+
+
+def test_credentials_inside_urls_are_masked(tmp_path: Path) -> None:
+    """A password in a URL's userinfo or a query value never shows in the effective config."""
+    text = GOOD.replace(
+        "https://metastudio.example.test",
+        "http://svc:URLPASS@127.0.0.1:9/base?key=QUERYSECRET",
+    )
+    path = _write(tmp_path, text)
+    result = CliRunner().invoke(check, ["-c", path], env={})
+    assert result.exit_code == 0, result.output
+    assert "URLPASS" not in result.output and "QUERYSECRET" not in result.output
+    assert "svc:**********@127.0.0.1:9" in result.stdout

@@ -15,7 +15,8 @@ def _lines(ids_file: str) -> Iterable[str]:
     if ids_file == "-":
         yield from sys.stdin
         return
-    with open(ids_file, encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark (Windows editors add one) must not become part of an id.
+    with open(ids_file, encoding="utf-8-sig") as handle:
         yield from handle
 
 

@@ -127,7 +127,7 @@ def wait(
         overrides["store"] = parse_store(store_spec)
     try:
         ids, invalid = collect_ids(task_ids, ids_file)
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         _fail(EX_USAGE, f"cannot read ids: {exc}")
     for task_id, reason in invalid:
         click.echo(f"watcher: invalid task id {task_id!r}: {reason}", err=True)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -172,9 +173,44 @@ def dump_effective(config: Config) -> str:
     }
     data["sinks"] = [_mask_plugin(sink, data["sinks"][i]) for i, sink in enumerate(config.sinks)]
     data["store"] = _mask_plugin(config.store, data["store"])
+    data = _mask_urls(data)
     header = "# effective config: durations in seconds, rates per second, sizes in bytes\n"
     body = yaml.safe_dump(_type_first(data), sort_keys=False, allow_unicode=True, width=100)
     return header + body
+
+
+_MASK = "**********"
+
+
+def _mask_url(url: str) -> str:
+    """Hide what a URL may carry as a credential: a userinfo password and query values."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:{_MASK}@{host}" if ":" in userinfo else f"{_MASK}@{host}"
+    query = "&".join(
+        f"{pair.partition('=')[0]}={_MASK}"
+        if "=" in pair and pair.partition("=")[2] != "{task_id}"
+        else pair
+        for pair in parts.query.split("&")
+        if pair
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _mask_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _mask_url(v)
+            if isinstance(v, str) and k in ("url", "endpoint", "iam_endpoint")
+            else _mask_urls(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    return value
 
 
 # --- plugin types ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import quote
 
@@ -10,6 +11,8 @@ from ._exceptions import InvalidTaskIdError
 __all__ = ["MAX_TASK_ID_LENGTH", "quote_segment", "validate_task_id"]
 
 MAX_TASK_ID_LENGTH = 128
+# The characters quote() never encodes (with safe="-_.~"); ASCII only, as in urllib.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*", re.ASCII)
 
 
 def validate_task_id(task_id: object) -> str:
@@ -27,11 +30,14 @@ def validate_task_id(task_id: object) -> str:
         raise InvalidTaskIdError(
             task_id, f"is {len(task_id)} characters long; at most {MAX_TASK_ID_LENGTH} allowed"
         )
-    for index, char in enumerate(task_id):
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            raise InvalidTaskIdError(
-                task_id, f"contains control character U+{ord(char):04X} at position {index}"
-            )
+    # Printable ASCII has no control characters (nor surrogates): skip the per-character
+    # scan for the usual ids, which runs on every add and every poll.
+    if not (task_id.isascii() and task_id.isprintable()):
+        for index, char in enumerate(task_id):
+            if unicodedata.category(char) in ("Cc", "Cs"):
+                raise InvalidTaskIdError(
+                    task_id, f"contains control character U+{ord(char):04X} at position {index}"
+                )
     if task_id in (".", ".."):
         raise InvalidTaskIdError(task_id, "is a dot-segment, which would change the path")
     return task_id
@@ -43,4 +49,6 @@ def quote_segment(segment: str) -> str:
     This is the encoding the MetaStudio signer uses for canonical URIs, so the path sent and
     the path signed agree byte for byte.
     """
+    if _UNRESERVED.fullmatch(segment):
+        return segment  # what quote() would return, in a fifth of the time (every poll)
     return quote(segment, safe="-_.~")

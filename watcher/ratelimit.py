@@ -50,6 +50,10 @@ from ._clock import Clock
 __all__ = ["RateLimiter", "RateLimiterStats"]
 
 _NEVER = -math.inf
+# The theoretical arrival time is a running sum of intervals and drifts by a few ulps; this
+# much slack (in intervals) on the spacing rule, never on the window cap or the holds, keeps a
+# full burst at one instant from coming out one short.
+_SLACK = 1e-6
 
 
 @dataclass(slots=True)
@@ -130,6 +134,7 @@ class RateLimiter:
         self._max_hold = float(max_hold)
 
         self._current = self._rate
+        self._rated()
         self._tat = _NEVER  # GCRA theoretical arrival time of the next token
         self._ring = [_NEVER] * self._cap  # times of the last `cap` grants
         self._pos = 0  # ring slot of the oldest of them, overwritten by the next grant
@@ -151,6 +156,12 @@ class RateLimiter:
     def _limit(self) -> int:
         return max(1, min(self._cap, math.floor(self._current * self._window)))
 
+    def _rated(self) -> None:
+        """Precompute what ``_grant`` needs of the current rate; call whenever it changes."""
+        self._interval = 1.0 / self._current
+        self._grant_limit = self._limit()
+        self._grant_tolerance = (min(self._burst, self._grant_limit) - 1 + _SLACK) * self._interval
+
     def _earliest(self, slack: float = 0.0) -> float:
         """Earliest clock time the next grant is allowed, ignoring the queue."""
         limit = self._limit()
@@ -164,12 +175,15 @@ class RateLimiter:
         )
 
     def _grant(self, now: float) -> bool:
-        # The theoretical arrival time is a running sum of intervals and drifts by a few ulps;
-        # a little slack on the spacing rule (never on the window cap or the holds) keeps a
-        # full burst at one instant from coming out one short.
-        if now < self._earliest(slack=1e-6):
+        # ``now < self._earliest(slack=_SLACK)``, spelt out: this runs once per request.
+        if (
+            now < self._tat - self._grant_tolerance
+            or now < self._ring[(self._pos - self._grant_limit) % self._cap] + self._span
+            or now < self._hold_until
+            or now < self._pause_until
+        ):
             return False
-        self._tat = max(self._tat, now) + 1.0 / self._current
+        self._tat = max(self._tat, now) + self._interval
         self._ring[self._pos] = now
         self._pos = (self._pos + 1) % self._cap
         self.stats.acquired += 1
@@ -273,6 +287,7 @@ class RateLimiter:
             new_event = now >= self._coalesce_until
         if new_event:
             self._current = max(self._min_rate, self._current * self._decrease)
+            self._rated()
             self._last_decrease = now
             self.stats.throttled_events += 1
         self._coalesce_until = max(self._coalesce_until, self._hold_until + 1.0 / self._current)
@@ -296,6 +311,7 @@ class RateLimiter:
         elif self._clock.now() < self._coalesce_until:
             return
         self._current = min(self._rate, self._current + self._recovery * self._rate / self._current)
+        self._rated()
         self._wake_head()
 
     def pause(self, until: float | None, reason: str) -> None:

@@ -1,10 +1,11 @@
 """Polls the watches of one source: a due-time heap feeding a bounded pool of workers.
 
-One dispatcher per source pops the watch due soonest (oldest-due first, so nothing starves),
-takes a token from the source's rate limiter and hands the request to a free worker. It
-sleeps until the next due time — never a fixed interval, never a busy loop — and is woken
-early when an earlier watch arrives. Work time never shifts the schedule: due times are
-absolute, and a slow poll only occupies its own worker.
+Per source, a bounded pool of workers takes turns at dispatching: the worker holding the
+dispatch role pops the watch due soonest (oldest-due first, so nothing starves), takes a
+token from the source's rate limiter, passes the role on and polls that watch. It sleeps
+until the next due time — never a fixed interval, never a busy loop — and is woken early when
+an earlier watch arrives. Work time never shifts the schedule: due times are absolute, and a
+slow poll only occupies its own worker.
 
 The unit dispatched is a ``Request``: today one watch, but shaped so that a source with
 ``fetch_many`` can be served coalesced groups without a redesign.
@@ -16,12 +17,14 @@ import heapq
 import itertools
 import math
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
 
 from ._clock import Clock
 from ._exceptions import (
@@ -111,14 +114,20 @@ class SourceScheduler:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._heap: list[tuple[float, int, Watch]] = []
         self._seq = itertools.count()
-        self._wake = anyio.Event()
+        # The dispatching worker's waits: for a non-empty heap, for the head's due time
+        # (``_sleeping_until``: -inf while nobody waits), for a token (``stop`` cancels it).
+        self._idle: anyio.Event | None = None
         self._sleep_scope: anyio.CancelScope | None = None
-        self._sleeping_until = math.inf
+        self._sleeping_until = -math.inf
+        self._acquire_scope: anyio.CancelScope | None = None
+        self._leading = False  # a worker holds the dispatch role
+        self._followers: deque[anyio.Event] = deque()  # idle workers waiting for the role
+        self._claims = 0
+        self._stopping = False
         self._in_flight = 0
         self._auth_pause = _AUTH_PAUSE_FIRST
         self._auth_state: Literal["ok", "paused", "probing"] = "ok"
         self._probe: anyio.Event | None = None  # set while one probe runs after an auth pause
-        self._dispatch_scope = anyio.CancelScope()
         self.stopped = anyio.Event()
 
     # --- scheduling -------------------------------------------------------------------------
@@ -143,15 +152,19 @@ class SourceScheduler:
         """Schedule new watches with first polls spread evenly over ``spread`` seconds."""
         batch = list(watches)
         step = spread / len(batch) if batch and spread > 0 else 0.0
+        heap, seq = self._heap, self._seq
         for index, watch in enumerate(batch):
-            due = first_due + index * step
+            due = first_due + index * step if step else first_due
             watch.due = due
-            self._heap.append((due, next(self._seq), watch))
-        heapq.heapify(self._heap)
+            heap.append((due, next(seq), watch))
+        heapq.heapify(heap)
         self._interrupt_sleep()
 
     def _interrupt_sleep(self) -> None:
-        self._wake.set()
+        # Only the dispatching worker ever waits for the heap; while none waits, this is a
+        # no-op (``_sleeping_until`` is -inf then, so ``schedule`` does not even call it).
+        if self._idle is not None:
+            self._idle.set()
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
 
@@ -161,85 +174,168 @@ class SourceScheduler:
             try:
                 await self.clock.sleep_until(deadline)
             finally:
-                self._sleep_scope, self._sleeping_until = None, math.inf
+                self._sleep_scope, self._sleeping_until = None, -math.inf
+
+    async def _wait_for_work(self) -> None:
+        self._idle = anyio.Event()
+        self._sleeping_until = math.inf
+        try:
+            await self._idle.wait()
+        finally:
+            self._idle, self._sleeping_until = None, -math.inf
+
+    def _head(self) -> tuple[float, Watch] | None:
+        """The live head of the heap; stale entries (rescheduled or finished) are dropped."""
+        heap = self._heap
+        while heap:
+            due, _, watch = heap[0]
+            if watch.done or watch.due != due:
+                heapq.heappop(heap)
+                continue
+            return due, watch
+        return None
 
     def _pop_due(self) -> Watch | None:
-        """Pop the head if it is live; stale entries (rescheduled or finished) are dropped."""
-        while self._heap:
-            due, _, watch = self._heap[0]
-            if watch.done or watch.due != due:
-                heapq.heappop(self._heap)
-                continue
-            if due > self.clock.now():
-                return None
-            heapq.heappop(self._heap)
-            return watch
-        return None
-
-    def _head_due(self) -> float | None:
-        while self._heap:
-            due, _, watch = self._heap[0]
-            if watch.done or watch.due != due:
-                heapq.heappop(self._heap)
-                continue
-            return due
-        return None
+        """Pop the head if it is live and due."""
+        head = self._head()
+        if head is None or head[0] > self.clock.now():
+            return None
+        heapq.heappop(self._heap)
+        return head[1]
 
     # --- running ----------------------------------------------------------------------------
+    # Leader/followers: no dispatcher task and no hand-off. The one worker holding the
+    # dispatch role waits for the next due watch and its token, passes the role on and polls
+    # that watch itself. A worker whose poll ended takes the role at once if nobody holds it,
+    # so under load a poll costs no extra task switch; idle workers queue for the role.
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Dispatch and poll until cancelled, or until ``stop()`` and in-flight polls end."""
-        send, receive = anyio.create_memory_object_stream[Request](0)
         try:
-            async with anyio.create_task_group() as tg, send, receive:
+            async with anyio.create_task_group() as tg:
                 for _ in range(self._workers):
-                    tg.start_soon(self._worker, receive.clone())
+                    tg.start_soon(self._worker)
                 task_status.started()
-                with self._dispatch_scope:
-                    await self._dispatch(send)
-                # Stopped: closing the send side lets each worker finish its current
-                # request and leave.
         finally:
             self.stopped.set()
 
     def stop(self) -> None:
         """Claim no new polls; polls already sent finish (``stopped`` is set after them)."""
-        self._dispatch_scope.cancel()
+        self._stopping = True
+        self._interrupt_sleep()
+        if self._acquire_scope is not None:
+            self._acquire_scope.cancel()
+        while self._followers:
+            self._followers.popleft().set()
 
-    async def _dispatch(self, send: anyio.abc.ObjectSendStream[Request]) -> None:
+    async def _worker(self) -> None:
+        seen = -1
         while True:
-            due = self._head_due()
-            if due is None:
-                self._wake = anyio.Event()
-                await self._wake.wait()
-                continue
-            if due > self.clock.now():
-                await self._sleep_until(due)
-                continue
-            await self.limiter.acquire()
-            watch = self._pop_due()
-            if watch is None:
-                # Raced with a reschedule while waiting for the token; the token is not
-                # returned, which only errs on the side of the budget.
-                continue
-            probe = None
-            if self._auth_state == "paused":
-                # The pause is over: exactly one request goes out; wait for its verdict.
-                self._auth_state = "probing"
-                probe = self._probe = anyio.Event()
-            self._in_flight += 1
-            await send.send(Request([watch], self.clock.now()))
-            if probe is not None:
-                await probe.wait()
+            if self._claims == seen:
+                # Nobody else claimed since this worker's last claim, so its poll never
+                # yielded (an instant source): let the rest of the program run.
+                await checkpoint()
+            if not self._leading and not self._stopping and self._auth_state == "ok":
+                # The role is free: take the head without taking the role, if it is due and
+                # a token is free (nothing to wait for, so nobody else needs to be kept out).
+                watch = self._take_now()
+                if watch is not None:
+                    self._claims += 1
+                    self._in_flight += 1
+                    request: Request | None = Request([watch], self.clock.now())
+                else:
+                    request = await self._claim()
+            else:
+                request = await self._claim()
+            if request is None:
+                return
+            seen = self._claims
+            try:
+                for watch in request.watches:
+                    await self._poll(watch, request.sent_at)
+            finally:
+                self._in_flight -= 1
 
-    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[Request]) -> None:
-        async with receive:
-            async for request in receive:
-                try:
-                    for watch in request.watches:
-                        await self._poll(watch, request.sent_at)
-                finally:
-                    self._in_flight -= 1
+    async def _claim(self) -> Request | None:
+        """Take the dispatch role, wait for the next due watch and its token; None once stopped."""
+        while self._leading and not self._stopping:
+            turn = anyio.Event()
+            self._followers.append(turn)
+            try:
+                await turn.wait()
+            except BaseException:
+                if not turn.is_set():
+                    self._followers.remove(turn)
+                elif not self._leading and self._followers:
+                    self._followers.popleft().set()  # handed the turn while cancelled: pass it
+                raise
+        if self._stopping:
+            return None
+        self._leading = True
+        keep_role = False
+        try:
+            watch = self._take_now()
+            if watch is None:
+                watch = await self._next_due()
+                if watch is None:
+                    return None
+            self._claims += 1
+            self._in_flight += 1
+            if self._auth_state == "paused":
+                # The pause is over: exactly one request goes out, and nothing else is
+                # dispatched until its verdict (``_release_probe`` passes the role on).
+                self._auth_state = "probing"
+                self._probe = anyio.Event()
+                keep_role = True
+            return Request([watch], self.clock.now())
+        finally:
+            if not keep_role:
+                self._pass_role()
+
+    def _take_now(self) -> Watch | None:
+        """Pop the head if it is due and a token is free right now: the path under load."""
+        heap = self._heap
+        while heap:
+            due, _, watch = heap[0]
+            if watch.done or watch.due != due:
+                heapq.heappop(heap)
+                continue
+            if due > self.clock.now() or not self.limiter.try_acquire():
+                return None
+            heapq.heappop(heap)
+            return watch
+        return None
+
+    def _pass_role(self) -> None:
+        self._leading = False
+        if self._followers:
+            self._followers.popleft().set()
+
+    async def _next_due(self) -> Watch | None:
+        limiter = self.limiter
+        while not self._stopping:
+            head = self._head()
+            if head is None:
+                await self._wait_for_work()
+                continue
+            if head[0] > self.clock.now():
+                await self._sleep_until(head[0])
+                continue
+            if not limiter.try_acquire():
+                with anyio.CancelScope() as scope:
+                    self._acquire_scope = scope
+                    try:
+                        await limiter.acquire()
+                    finally:
+                        self._acquire_scope = None
+                if scope.cancelled_caught:
+                    return None  # stopped while waiting: no token was taken
+            watch = self._pop_due()
+            if watch is not None:
+                return watch
+            # Raced with a reschedule while waiting for the token; the token is not
+            # returned, which only errs on the side of the budget.
+        return None
 
     # --- one poll ---------------------------------------------------------------------------
 
@@ -270,7 +366,8 @@ class SourceScheduler:
 
     async def _after_snapshot(self, watch: Watch, snapshot: TaskSnapshot, sent_at: float) -> None:
         self.limiter.on_success(sent_at=sent_at)
-        self._end_probe()
+        if self._auth_state == "probing":
+            self._end_probe()
         self.stats.snapshots += 1
         watch.errors = 0
         watch.last_error = None
@@ -327,16 +424,16 @@ class SourceScheduler:
         await self._reschedule(watch, now, delay)
 
     async def _reschedule(self, watch: Watch, now: float, delay: float) -> None:
-        if watch.deadline is not None and now >= watch.deadline:
-            await self._finish(watch, Outcome.TIMED_OUT, watch.last, watch.last_error)
-            return
-        if self._max_polls is not None and watch.polls >= self._max_polls:
+        deadline = watch.deadline
+        if (deadline is not None and now >= deadline) or (
+            self._max_polls is not None and watch.polls >= self._max_polls
+        ):
             await self._finish(watch, Outcome.TIMED_OUT, watch.last, watch.last_error)
             return
         watch.last_delay = delay
         due = now + max(delay, 0.0)
-        if watch.deadline is not None:
-            due = min(due, watch.deadline)  # one last poll exactly at the deadline
+        if deadline is not None:
+            due = min(due, deadline)  # one last poll exactly at the deadline
         self.schedule(watch, due)
         if self._on_reschedule is not None:
             await self._on_reschedule(watch)
@@ -395,3 +492,4 @@ class SourceScheduler:
         if self._probe is not None:
             self._probe.set()
             self._probe = None
+            self._pass_role()  # the prober kept the dispatch role until this verdict

@@ -6,6 +6,7 @@ Every provider keeps its secrets out of ``repr`` and out of every exception it r
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -96,6 +97,8 @@ class AkSkProvider:
     def __init__(self, signer: AkSkSigner, *, clock: Callable[[], float] | None = None) -> None:
         self._signer = signer
         self._clock = clock or time.time
+        self._date_second = math.nan  # the whole second `_date` was formatted for
+        self._date = ""
 
     def __repr__(self) -> str:
         return f"AkSkProvider({self._signer!r})"
@@ -103,8 +106,12 @@ class AkSkProvider:
     async def apply(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
     ) -> tuple[str, dict[str, str]]:
-        date = sdk_date(datetime.fromtimestamp(self._clock(), UTC))
-        signed = self._signer.sign(method, url, headers=headers, body=body, date=date)
+        # X-Sdk-Date has whole seconds: format it once per second, not once per request.
+        second = math.floor(self._clock())
+        if second != self._date_second:
+            self._date = sdk_date(datetime.fromtimestamp(second, UTC))
+            self._date_second = second
+        signed = self._signer.sign(method, url, headers=headers, body=body, date=self._date)
         return signed.url, signed.headers
 
     async def on_unauthorized(self, error: AuthError, sent: Mapping[str, str]) -> bool:

@@ -246,17 +246,33 @@ def _depth_ok(value: object, limit: int) -> bool:
     return True
 
 
+# One decoder for every body: json.loads with a keyword argument would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads_json(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse JSON strictly (no NaN/Infinity, bounded nesting) or raise MalformedResponseError."""
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        if isinstance(body, bytes | bytearray):
+            # What json.loads does with bytes: detect UTF-8/16/32, then decode the text.
+            value = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+        else:
+            value = json.loads(body, parse_constant=_reject_constant)
     except RecursionError:
         raise MalformedResponseError("body is JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, huge integers, NaN
         raise MalformedResponseError(f"body is not JSON ({type(exc).__name__})") from None
-    if not _depth_ok(value, max_depth):
+    # Nesting never exceeds the number of opening brackets (those inside strings only add to
+    # the count), so the walk is needed only for bodies with many of them.
+    if _openers(body) > max_depth and not _depth_ok(value, max_depth):
         raise MalformedResponseError(f"body is JSON nested deeper than {max_depth} levels")
     return value
+
+
+def _openers(body: bytes | bytearray | str) -> int:
+    if isinstance(body, str):
+        return body.count("{") + body.count("[")
+    return body.count(b"{") + body.count(b"[")
 
 
 def _clean(value: object) -> str | None:

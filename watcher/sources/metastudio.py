@@ -70,7 +70,7 @@ def _snapshot(data: object, task_id: str | None) -> TaskSnapshot:
     """One task object to a snapshot; ``task_id`` is the id asked for (None: take the body's)."""
     if not isinstance(data, dict):
         raise MalformedResponseError(f"expected a task object, got {type(data).__name__}")
-    if not any(name in data for name in _TASK_FIELDS):
+    if data.keys().isdisjoint(_TASK_FIELDS):
         raise MalformedResponseError("object has none of the task fields")
     body_id = data.get("task_id")
     if body_id is not None and body_id != "":

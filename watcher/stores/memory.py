@@ -2,9 +2,16 @@
 
 Every call is O(1) per record or item, except the scans ``pending``, ``list`` and
 ``dead_letters``; ``counts`` and ``batch_counts`` are kept up to date as things change.
-Calls never yield to the event loop, so each is atomic with respect to other tasks. Records
-are kept as given (they are frozen; don't mutate their ``labels``): a million watches with
-32-character ids take about 350 MB, most of it the records and ids themselves.
+Calls never yield to the event loop, so each is atomic with respect to other tasks.
+
+Pending watches are kept lean, because a process may hold a million of them: watches added
+together share every field but the task id, so consecutive records that agree on all other
+fields share one stored record (the first of them; the key supplies each one's task id), and
+a reschedule keeps only what changed (due time, polls, errors) beside that shared record.
+Records are rebuilt when read, so ``get`` returns an equal record, not the object given
+(records are frozen; don't mutate their ``labels``). A pending watch costs about 45 bytes
+here until its first reschedule and about 140 after it, plus its id; done watches keep their
+full record.
 """
 
 from __future__ import annotations
@@ -21,7 +28,69 @@ from .base import DeadLetter, OutboxItem, WatchRecord, WatchState
 
 __all__ = ["MemoryStore"]
 
-_Key = tuple[str, str]
+# The key of a watch: its bare task id in the first source the store saw (most stores only
+# ever see one; a key tuple per watch would cost 64 bytes), (source, task id) in any other.
+_Key = str | tuple[str, str]
+
+
+class _Rescheduled:
+    """A pending watch after a reschedule: the record it shares, and what changed since."""
+
+    __slots__ = ("due_at", "errors", "polls", "shared")
+
+    def __init__(self, shared: WatchRecord, due_at: float, polls: int, errors: int) -> None:
+        self.shared = shared
+        self.due_at = due_at
+        self.polls = polls
+        self.errors = errors
+
+
+# A stored record's task id may be another watch's (shared records): the key has the real one.
+_Entry = WatchRecord | _Rescheduled
+
+
+def _same_but_id(a: WatchRecord, b: WatchRecord) -> bool:
+    """True if ``a`` and ``b`` agree on every field but the task id."""
+    return (
+        a.source == b.source
+        and a.watched_at == b.watched_at
+        and a.due_at == b.due_at
+        and a.deadline_at == b.deadline_at
+        and a.batch == b.batch
+        and a.key == b.key
+        and a.polls == b.polls
+        and a.errors == b.errors
+        and a.state == b.state
+        and a.outcome == b.outcome
+        and a.finished_at == b.finished_at
+        and (a.labels is b.labels or a.labels == b.labels)
+    )
+
+
+def _record(task_id: str, entry: _Entry) -> WatchRecord:
+    """The full record of the watch stored as ``entry`` under ``task_id``."""
+    if isinstance(entry, _Rescheduled):
+        r = entry.shared
+        return WatchRecord(
+            r.source, task_id, r.watched_at, entry.due_at, r.deadline_at, r.batch, r.labels,
+            r.key, entry.polls, entry.errors,
+        )  # fmt: skip
+    if entry.task_id == task_id:
+        return entry
+    r = entry
+    return WatchRecord(
+        r.source, task_id, r.watched_at, r.due_at, r.deadline_at, r.batch, r.labels, r.key,
+        r.polls, r.errors, r.state, r.outcome, r.finished_at,
+    )  # fmt: skip
+
+
+def _task_id(key: _Key) -> str:
+    return key if isinstance(key, str) else key[1]
+
+
+def _fields(entry: _Entry) -> WatchRecord:
+    """The stored record that holds ``entry``'s source, batch, state and outcome."""
+    return entry.shared if isinstance(entry, _Rescheduled) else entry
 
 
 def _finish(stored: WatchRecord, record: WatchRecord, finished_at: float) -> WatchRecord:
@@ -55,7 +124,8 @@ class MemoryStore:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._state = "new"
-        self._watches: dict[_Key, WatchRecord] = {}
+        self._watches: dict[_Key, _Entry] = {}
+        self._first_source: str | None = None
         self._pending_n = 0
         # batch -> {"pending": n, outcome: m}; kept up to date so batch_counts is O(1).
         self._batches: dict[str, dict[str, int]] = {}
@@ -98,7 +168,16 @@ class MemoryStore:
         if self._state != "open":
             raise ClosedError(f"the store is {'closed' if self._state == 'closed' else 'not open'}")
 
-    def _count(self, record: WatchRecord, delta: int) -> None:
+    def _key(self, source: str, task_id: str, *, storing: bool = False) -> _Key:
+        if source == self._first_source:
+            return task_id
+        if storing and self._first_source is None:
+            self._first_source = source
+            return task_id
+        return (source, task_id)
+
+    def _count(self, entry: _Entry, delta: int) -> None:
+        record = _fields(entry)
         if record.state == "pending":
             self._pending_n += delta
         if record.batch is None:
@@ -117,39 +196,47 @@ class MemoryStore:
         self._check()
         watches = self._watches
         fresh: builtins.list[bool] = []
+        shared: WatchRecord | None = None
         for record in records:
-            key = (record.source, record.task_id)
+            key = self._key(record.source, record.task_id, storing=True)
             if key in watches:
                 fresh.append(False)
                 continue
-            watches[key] = record
-            self._count(record, 1)
+            if shared is None or not _same_but_id(shared, record):
+                shared = record
+            watches[key] = shared
+            self._count(shared, 1)
             fresh.append(True)
         return fresh
 
     async def get(self, source: str, task_id: str) -> WatchRecord | None:
         self._check()
-        return self._watches.get((source, task_id))
+        entry = self._watches.get(self._key(source, task_id))
+        return None if entry is None else _record(task_id, entry)
 
     async def pending(self) -> builtins.list[WatchRecord]:
         self._check()
         # sorted() is stable: equal due times stay in insertion order, as in SqliteStore.
-        waiting = [r for r in self._watches.values() if r.state == "pending"]
+        waiting = [
+            _record(_task_id(key), entry)
+            for key, entry in self._watches.items()
+            if _fields(entry).state == "pending"
+        ]
         waiting.sort(key=lambda r: r.due_at)
         return waiting
 
     async def reschedule(
         self, source: str, task_id: str, *, due_at: float, polls: int, errors: int
     ) -> None:
-        self._check()
-        key = (source, task_id)
-        r = self._watches.get(key)
-        if r is None or r.state != "pending":
-            return  # a late reschedule must never revive or alter a finished watch
-        self._watches[key] = WatchRecord(
-            r.source, r.task_id, r.watched_at, due_at, r.deadline_at, r.batch, r.labels,
-            r.key, polls, errors, r.state, r.outcome, r.finished_at,
-        )  # fmt: skip
+        if self._state != "open":  # self._check(), inline: this runs after every poll
+            self._check()
+        key: _Key = task_id if source == self._first_source else (source, task_id)
+        entry = self._watches.get(key)
+        if isinstance(entry, _Rescheduled):
+            entry.due_at, entry.polls, entry.errors = due_at, polls, errors
+        elif entry is not None and entry.state == "pending":
+            self._watches[key] = _Rescheduled(entry, due_at, polls, errors)
+        # else: a late reschedule must never revive or alter a finished watch
 
     async def complete(
         self,
@@ -162,24 +249,25 @@ class MemoryStore:
         self._check()
         if record.outcome is None:
             raise ValueError("complete() needs record.outcome")
-        key = (record.source, record.task_id)
-        stored = self._watches.get(key)
-        if stored is not None and stored.state == "done":
+        key = self._key(record.source, record.task_id, storing=True)
+        entry = self._watches.get(key)
+        if entry is not None and _fields(entry).state == "done":
             return
         finished_at = record.finished_at if record.finished_at is not None else self._clock()
-        done = _finish(stored if stored is not None else record, record, finished_at)
-        if stored is not None:
-            self._count(stored, -1)
+        stored = _record(record.task_id, entry) if entry is not None else record
+        done = _finish(stored, record, finished_at)
+        if entry is not None:
+            self._count(entry, -1)
         self._watches[key] = done
         self._count(done, 1)
         self._queue(event_id, payload, sinks, standalone=False)
 
     async def remove(self, source: str, task_id: str) -> bool:
         self._check()
-        record = self._watches.pop((source, task_id), None)
-        if record is None:
+        entry = self._watches.pop(self._key(source, task_id), None)
+        if entry is None:
             return False
-        self._count(record, -1)
+        self._count(entry, -1)
         return True
 
     async def counts(self) -> Mapping[str, int]:
@@ -289,14 +377,15 @@ class MemoryStore:
         """Watches matching every filter given, in the order they were first stored."""
         self._check()
         matching = (
-            r
-            for r in self._watches.values()
-            if (batch is None or r.batch == batch)
-            and (state is None or r.state == state)
-            and (source is None or r.source == source)
+            (key, entry)
+            for key, entry in self._watches.items()
+            if (batch is None or _fields(entry).batch == batch)
+            and (state is None or _fields(entry).state == state)
+            and (source is None or _fields(entry).source == source)
         )
         start = max(offset, 0)
-        return builtins.list(itertools.islice(matching, start, start + max(limit, 0)))
+        page = itertools.islice(matching, start, start + max(limit, 0))
+        return [_record(_task_id(key), entry) for key, entry in page]
 
     async def batch_counts(self, batch: str) -> dict[str, int]:
         self._check()

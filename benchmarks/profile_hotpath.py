@@ -15,13 +15,14 @@ import argparse
 import asyncio
 import collections
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, cores, machine, now_iso, run_async, server, write_json
+from _common import RESULTS, ROOT, cores, machine, now_iso, run_async, server, write_json
 from pyinstrument import Profiler
 from pyinstrument.frame import Frame
 from throughput import CLIENTS
@@ -88,10 +89,9 @@ def breakdown(root: Frame) -> tuple[dict[str, float], list[tuple[str, float]]]:
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-    return path
+    path = path.split("site-packages/", 1)[-1]
+    path = re.sub(r"^.*/lib/python3\.\d+/", "", path)  # the standard library
+    return path.split(str(ROOT) + "/", 1)[-1]
 
 
 async def _profiled(args: argparse.Namespace, profiler: Profiler) -> dict[str, Any]:

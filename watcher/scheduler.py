@@ -242,11 +242,13 @@ class SourceScheduler:
                 if watch is not None:
                     self._claims += 1
                     self._in_flight += 1
-                    request: Request | None = Request([watch], self.clock.now())
-                else:
-                    request = await self._claim()
-            else:
-                request = await self._claim()
+                    seen = self._claims
+                    try:
+                        await self._poll(watch, self.clock.now())
+                    finally:
+                        self._in_flight -= 1
+                    continue
+            request = await self._claim()
             if request is None:
                 return
             seen = self._claims

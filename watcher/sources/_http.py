@@ -171,6 +171,8 @@ async def read_bounded(
                 return b"".join(chunks)
             raise MalformedResponseError(f"body is over the {limit} byte limit")
         chunks.append(chunk)
+        if resp.content.at_eof():
+            return b"".join(chunks)  # the usual small body: one read, not two
 
 
 @dataclass(frozen=True, slots=True)

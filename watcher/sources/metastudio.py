@@ -10,6 +10,7 @@ import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from sys import intern
 from types import TracebackType
 
 import aiohttp
@@ -93,8 +94,21 @@ def _snapshot(data: object, task_id: str | None) -> TaskSnapshot:
         failure_count=data.get("failure_count"),
         begin_time=data.get("begin_time"),
         end_time=data.get("end_time"),
-        raw=data,
+        raw=_shared_strings(data),
     )
+
+
+def _shared_strings(data: dict[str, object]) -> dict[str, object]:
+    """``data`` with its names and short text values interned.
+
+    Every watch keeps its last snapshot until the next poll, and json makes new strings for
+    every body: interned, the names (and values such as resource, operator, user) that every
+    body repeats are stored once, and a poll frees and allocates that much less.
+    """
+    return {
+        intern(name): intern(value) if type(value) is str and len(value) <= 64 else value
+        for name, value in data.items()
+    }
 
 
 def parse_task(body: bytes, task_id: str) -> TaskSnapshot:

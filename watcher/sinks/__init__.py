@@ -9,11 +9,10 @@ Built-ins sit here; third parties register a factory ``(name, config) -> Sink`` 
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
 from .._exceptions import ConfigError, ConfigIssue
+from .._plugins import load_factory
 from ..config._schema import FileSinkConfig, StdoutSinkConfig, WebhookSinkConfig
 from ._runner import Flushable, SinkRunner, SinkStats
 from .base import DeliveryError, Sink
@@ -39,23 +38,13 @@ __all__ = [
 
 
 def _plugin_factory(name: str, kind: str) -> Any:
-    found = [ep for ep in entry_points(group="watcher.sinks") if ep.name == kind]
-    try:
-        if found:
-            return found[0].load()
-        if ":" in kind:
-            module, _, attr = kind.partition(":")
-            return getattr(importlib.import_module(module), attr)
-    except Exception as exc:  # a plugin's import-time bug is any exception, not only ImportError
-        reason = f"{type(exc).__name__}: {exc}"
-        issue = ConfigIssue(f"sinks.{name}.type", f"cannot load sink {kind!r}: {reason}")
-        raise ConfigError([issue]) from exc
-    issue = ConfigIssue(
-        f"sinks.{name}.type",
-        f"unknown sink type {kind!r} (built-in: stdout, file, webhook; or an entry point, "
-        "or module:Name)",
+    return load_factory(
+        "watcher.sinks",
+        kind,
+        key=f"sinks.{name}.type",
+        what="sink",
+        builtins="stdout, file, webhook",
     )
-    raise ConfigError([issue])
 
 
 def build_sink(config: Any, *, name: str) -> Sink:

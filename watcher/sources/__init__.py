@@ -6,11 +6,10 @@ Built-ins sit here; third parties register a factory ``(name, config) -> Source`
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
 from .._exceptions import ConfigError, ConfigIssue
+from .._plugins import load_factory
 from ..config._schema import HttpSourceConfig, MetaStudioSourceConfig
 from ._auth import AkSkProvider, AuthProvider, IamPasswordProvider, TokenProvider, make_auth
 from .base import BatchSource, Source
@@ -33,23 +32,13 @@ __all__ = [
 
 
 def _plugin_factory(name: str, kind: str) -> Any:
-    found = [ep for ep in entry_points(group="watcher.sources") if ep.name == kind]
-    try:
-        if found:
-            return found[0].load()
-        if ":" in kind:
-            module, _, attr = kind.partition(":")
-            return getattr(importlib.import_module(module), attr)
-    except Exception as exc:  # a plugin's import-time bug is any exception, not only ImportError
-        reason = f"{type(exc).__name__}: {exc}"
-        issue = ConfigIssue(f"sources.{name}.type", f"cannot load source {kind!r}: {reason}")
-        raise ConfigError([issue]) from exc
-    issue = ConfigIssue(
-        f"sources.{name}.type",
-        f"unknown source type {kind!r} "
-        "(built-in: metastudio, http; or an entry point, or module:Name)",
+    return load_factory(
+        "watcher.sources",
+        kind,
+        key=f"sources.{name}.type",
+        what="source",
+        builtins="metastudio, http",
     )
-    raise ConfigError([issue])
 
 
 def build_source(name: str, config: Any) -> Source:

@@ -7,11 +7,10 @@ Built-ins sit here (``memory``, ``sqlite``); third parties register a factory
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
 from .._exceptions import ConfigError, ConfigIssue
+from .._plugins import load_factory
 from ..config._schema import MemoryStoreConfig, SqliteStoreConfig
 from ._groupcommit import WriterStats
 from .base import DeadLetter, OutboxItem, QueryableStore, Store, WatchRecord, WatchState
@@ -33,23 +32,9 @@ __all__ = [
 
 
 def _plugin_factory(kind: str) -> Any:
-    found = [ep for ep in entry_points(group="watcher.stores") if ep.name == kind]
-    try:
-        if found:
-            return found[0].load()
-        if ":" in kind:
-            module, _, attr = kind.partition(":")
-            return getattr(importlib.import_module(module), attr)
-    except Exception as exc:  # a plugin's import-time bug is any exception, not only ImportError
-        reason = f"{type(exc).__name__}: {exc}"
-        issue = ConfigIssue("store.type", f"cannot load store {kind!r}: {reason}")
-        raise ConfigError([issue]) from exc
-    issue = ConfigIssue(
-        "store.type",
-        f"unknown store type {kind!r} "
-        "(built-in: memory, sqlite; or an entry point, or module:Name)",
+    return load_factory(
+        "watcher.stores", kind, key="store.type", what="store", builtins="memory, sqlite"
     )
-    raise ConfigError([issue])
 
 
 def build_store(config: Any) -> Store:

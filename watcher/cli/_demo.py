@@ -15,6 +15,7 @@ from .._models import Outcome, ResultEvent
 from .._watcher import Watcher
 from ..config import Config
 from ._exit import EX_OK
+from ._loop import run as run_loop
 from ._progress import ProgressReporter
 
 __all__ = ["demo"]
@@ -60,7 +61,7 @@ def demo_config(endpoint: str, project_id: str, rate: float) -> Config:
 def demo(tasks: int, rate: float, api_limit: float, seed: int, as_json: bool) -> None:
     """Watch simulated MetaStudio tasks whose lives are compressed into ~15 seconds."""
     configure_logging("warning")
-    sys.exit(anyio.run(_demo, tasks, rate, api_limit, seed, as_json))
+    sys.exit(run_loop(_demo, tasks, rate, api_limit, seed, as_json))
 
 
 async def _demo(tasks: int, rate: float, api_limit: float, seed: int, as_json: bool) -> int:

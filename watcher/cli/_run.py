@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-import anyio
 import click
 
 from .._exceptions import ConfigError
 from .._log import get_logger
 from .._logging import configure_logging
 from ._exit import EX_CONFIG, EX_OK
+from ._loop import run as run_loop
 from ._wait import load_config_or_exit
 
 __all__ = ["EX_SOFTWARE", "EX_UNAVAILABLE", "run"]
@@ -59,7 +59,7 @@ def run(*, config_path: str, ready_file: str | None) -> None:
     configure_logging(config.log.level, config.log.format)
     try:
         daemon = Daemon(config, ready_file=ready_file)
-        code = anyio.run(daemon.run)
+        code = run_loop(daemon.run)
     except Exception as exc:
         # Task groups wrap what fails inside them; a lone start-up error is still that error.
         cause = _unwrap(exc)

@@ -12,6 +12,7 @@ import click
 
 from .._taskid import quote_segment
 from ..config._units import parse_bytes, parse_duration, parse_rate
+from ._loop import run as run_loop
 
 if TYPE_CHECKING:
     from ..simulator import SimulatorConfig
@@ -167,7 +168,7 @@ def simulate(**options: Any) -> None:
         )
     except (ValueError, OSError) as exc:
         raise click.UsageError(str(exc)) from None
-    sys.exit(anyio.run(_serve, config))
+    sys.exit(run_loop(_serve, config))
 
 
 def _banner(url: str, config: SimulatorConfig) -> list[str]:

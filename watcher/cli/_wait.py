@@ -17,6 +17,7 @@ from .._watcher import Watcher
 from ..config import Config, parse_duration
 from ._exit import EX_CONFIG, EX_ERROR, EX_FAILED, EX_INTERRUPTED, EX_OK, EX_USAGE
 from ._ids import collect_ids
+from ._loop import run as run_loop
 from ._progress import ProgressReporter
 from ._specs import parse_sink, parse_store
 
@@ -139,7 +140,7 @@ def wait(
     configure_logging(config.log.level, config.log.format)
     run = _WaitRun(config, ids, source, batch, deadline, progress)
     try:
-        code = anyio.run(run.main)
+        code = run_loop(run.main)
     except ConfigError as exc:  # found only when building the parts: plugins, paths, secrets
         for issue in exc.issues:
             click.echo(str(issue), err=True)

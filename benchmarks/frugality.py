@@ -421,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "results": {},
     }
+    started = time.perf_counter()
     results_by_size = report["results"]
     assert isinstance(results_by_size, dict)
     for tasks in args.tasks:
@@ -442,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "summary": asdict(summary),
             "runs": [asdict(r) for r in results],
         }
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,9 +53,16 @@ class Receiver:
     a receiver that never answers.
     """
 
-    def __init__(self, answer: Answer | None = None, *, now: Callable[[], float] | None = None):
+    def __init__(
+        self,
+        answer: Answer | None = None,
+        *,
+        now: Callable[[], float] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self._answer: Answer = answer or (lambda call: status(200))
         self._now = now or time.monotonic
+        self._ssl = ssl_context
         self.calls: list[Call] = []
         self._runner: web.AppRunner | None = None
         self._released = anyio.Event()
@@ -83,10 +91,11 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        scheme = "https" if self._ssl is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}/hook"
         return self
 
     async def __aexit__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ssl
 from types import TracebackType
 
 from aiohttp import web
@@ -38,8 +39,12 @@ class Simulator:
     their defaults); ``GET /_sim/tasks/{id}``; ``POST /_sim/tokens`` (a token without IAM).
     """
 
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
+    def __init__(
+        self, config: SimulatorConfig | None = None, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.config = config = config or SimulatorConfig()
+        # Serve HTTPS with this context (tests of certificate checks); plain HTTP without.
+        self._ssl = ssl_context
         self.recorder = StatsRecorder(config.paths_limit)
         self.book = TaskBook(config)
         self.authenticator = Authenticator(config)
@@ -67,7 +72,7 @@ class Simulator:
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port)
+            site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=self._ssl)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -103,11 +108,12 @@ class Simulator:
 
     @property
     def url(self) -> str:
-        """``http://host:port``: the endpoint for sources and the IAM endpoint alike."""
+        """``http(s)://host:port``: the endpoint for sources and the IAM endpoint alike."""
         host = self.config.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     # -- stats and faults -------------------------------------------------------------------
 

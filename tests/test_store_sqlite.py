@@ -337,3 +337,57 @@ async def test_damaged_file_is_refused(tmp_path: Path) -> None:
         f.write(b"\xa5" * 8192)
     with pytest.raises(ConfigError, match=r"w\.db"):
         await SqliteStore(path).open()
+
+
+# --- one process per database -------------------------------------------------------------
+
+HOLDER = r"""
+import asyncio, sys
+from watcher.stores import SqliteStore
+
+async def main(path):
+    async with SqliteStore(path):
+        print("open", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.anyio
+async def test_a_second_process_on_the_same_database_is_refused(tmp_path: Path) -> None:
+    """While one process has the store open, another's open fails naming the holder's pid;
+    once the holder is killed with SIGKILL the lock is gone and the database opens."""
+    path = tmp_path / "w.db"
+    child = await anyio.open_process([sys.executable, "-c", HOLDER, str(path)])
+    try:
+        assert child.stdout is not None
+        seen = b""
+        with anyio.fail_after(20):
+            while b"\n" not in seen:
+                seen += await child.stdout.receive()
+        assert seen.strip() == b"open"
+        with pytest.raises(ConfigError, match="in use by another watcher process") as caught:
+            await SqliteStore(path).open()
+        assert f"pid {child.pid}" in str(caught.value)
+        assert caught.value.issues[0].path == "store.path"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        with anyio.fail_after(10):
+            await child.wait()
+        await child.aclose()
+    async with SqliteStore(path) as store:  # no stale lock after a crash
+        await store.add([rec("after-crash")])
+        assert (await store.get(SRC, "after-crash")) is not None
+
+
+@pytest.mark.anyio
+async def test_the_lock_is_released_on_close(tmp_path: Path) -> None:
+    """Closing the store lets the next one open the same file, in the same process too."""
+    path = tmp_path / "w.db"
+    async with SqliteStore(path) as store:
+        await store.add([rec("a")])
+        with pytest.raises(ConfigError, match="in use"):
+            await SqliteStore(path).open()
+    async with SqliteStore(path) as store:
+        assert (await store.get(SRC, "a")) is not None

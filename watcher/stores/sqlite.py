@@ -43,6 +43,7 @@ import aiosqlite
 from .._exceptions import ClosedError, ConfigError, ConfigIssue
 from . import _sqlops as sql
 from ._groupcommit import GroupCommitWriter, WriterStats
+from ._lock import DatabaseLock, LockHeldError
 from ._sqlschema import SCHEMA_VERSION, migrate
 from .base import DeadLetter, OutboxItem, WatchRecord, WatchState
 
@@ -99,6 +100,7 @@ class SqliteStore:
         self._clock = clock
         self._state = "new"
         self._conn: aiosqlite.Connection | None = None
+        self._lock: DatabaseLock | None = None
         self._writer: GroupCommitWriter | None = None
         self._stats = WriterStats()
 
@@ -123,12 +125,14 @@ class SqliteStore:
         parent = Path(self.path).parent
         if not memory and not parent.is_dir():
             raise self._refuse(f"directory {str(parent)!r} does not exist; create it first")
+        if not memory:
+            self._take_lock()
         try:
             # isolation_level=None: no implicit transactions; the writer says BEGIN and COMMIT.
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
             await self._setup(self._conn, memory=memory)
         except BaseException as exc:
-            await self._close_connection()
+            await self._close_connection()  # and the lock
             if isinstance(exc, sqlite3.Error):
                 raise self._refuse(f"cannot use this database: {exc}") from exc
             raise
@@ -137,6 +141,24 @@ class SqliteStore:
         )
         self._writer.start()
         self._state = "open"
+
+    def _take_lock(self) -> None:
+        lock = DatabaseLock(self.path)
+        try:
+            lock.acquire()
+        except LockHeldError as held:
+            by = f" (pid {held.holder})" if held.holder else ""
+            raise self._refuse(
+                f"in use by another watcher process{by}; one process per database"
+            ) from None
+        except OSError as exc:
+            raise self._refuse(f"cannot lock {lock.path}: {exc.strerror or exc}") from exc
+        self._lock = lock
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     async def _setup(self, conn: aiosqlite.Connection, *, memory: bool) -> None:
         mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
@@ -174,8 +196,11 @@ class SqliteStore:
 
     async def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        try:
+            if conn is not None:
+                await conn.close()
+        finally:
+            self._release_lock()
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -15,6 +15,7 @@ from watcher._exceptions import (
     PermanentError,
     RateLimitedError,
     ServerError,
+    WaitTimeoutError,
     WatcherError,
 )
 from watcher._models import Outcome, TaskSnapshot
@@ -186,15 +187,25 @@ async def test_duplicates_and_invalid_ids_are_reported() -> None:
     assert source.calls["a"] == 1
 
 
-async def test_wait_all_timeout_raises() -> None:
-    """wait_all gives up with TimeoutError when its timeout passes first."""
-    source = FakeSource(lambda tid, n: running(tid))
+async def test_wait_all_timeout_raises_with_what_arrived() -> None:
+    """wait_all gives up with a TimeoutError when its timeout passes first, and the error
+    keeps the events that did arrive and names the ids still pending."""
+    source = FakeSource(lambda tid, n: finished(tid) if tid == "quick" else running(tid))
     async with Watcher(
         sources={"fake": source}, policy=ZeroBackoff(), rates={"fake": (50.0, None)}
     ) as w:
-        await w.add(["never"])
-        with pytest.raises(TimeoutError):
-            await w.wait_all(["never"], timeout=0.2)
+        await w.add(["never", "quick"])
+        await w.wait("quick")
+        with pytest.raises(TimeoutError) as caught:
+            await w.wait_all(["never", "quick"], timeout=0.2)
+        with pytest.raises(WaitTimeoutError) as everything:
+            await w.wait_all(timeout=0.05)
+    assert isinstance(caught.value, WaitTimeoutError)
+    assert [e.task_id for e in caught.value.events] == ["quick"]
+    assert caught.value.pending == ["never"]
+    assert "1 of 2 tasks still pending" in str(caught.value)
+    assert [e.task_id for e in everything.value.events] == ["quick"]
+    assert everything.value.pending == ["never"]
 
 
 async def test_labels_batch_and_event_fields() -> None:

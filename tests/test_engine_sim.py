@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from watcher._models import Outcome
 from watcher._watcher import Watcher
-from watcher.config import Config
+from watcher.config import Config, FileSinkConfig
 from watcher.simulator import Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.anyio
@@ -147,3 +149,30 @@ async def test_wait_sync_from_plain_code() -> None:
         )
     assert [e.task_id for e in events] == ["s2", "s1"]
     assert {e.outcome for e in events} == {Outcome.FAILED}
+
+
+async def test_wait_sync_timeout_keeps_what_arrived(tmp_path: Path) -> None:
+    """wait_sync running out of time raises WaitTimeoutError with the events that arrived,
+    and those events are in the file sink before it returns: a timeout loses nothing."""
+    import anyio
+
+    from watcher import WaitTimeoutError, wait_sync
+
+    sim_cfg = SimulatorConfig(seed=16, auth="aksk", credentials={AK: SK})
+    out = tmp_path / "events.jsonl"
+    async with Simulator(sim_cfg) as sim:
+        sim.add_task("quick", life=0.2, total=2, outcome="succeeded")
+        sim.add_task("slow", life=3600.0, total=2, outcome="succeeded")
+        config = config_for(sim, rate=20).model_copy(
+            update={"sinks": [FileSinkConfig(type="file", path=str(out))]}
+        )
+        with pytest.raises(WaitTimeoutError) as caught:
+            await anyio.to_thread.run_sync(
+                lambda: wait_sync(["quick", "slow"], config=config, timeout=3)
+            )
+    assert [e.task_id for e in caught.value.events] == ["quick"]
+    assert caught.value.pending == ["slow"]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["task_id"], e["event_id"]) for e in lines] == [
+        ("quick", caught.value.events[0].event_id)
+    ]

@@ -23,6 +23,7 @@ from ._exceptions import (
     ServerError,
     SourceError,
     TransientError,
+    WaitTimeoutError,
     WatcherError,
 )
 from ._models import BatchEvent, ErrorInfo, Outcome, ResultEvent, TaskSnapshot
@@ -58,6 +59,7 @@ __all__ = [
     "TaskSnapshot",
     "TransientError",
     "Verdict",
+    "WaitTimeoutError",
     "Watcher",
     "WatcherError",
     "__version__",

@@ -4,6 +4,8 @@
     ├── ConfigError            bad config file or values; ``issues`` lists every problem
     ├── InvalidTaskIdError     a task id refused before any request (also a ``ValueError``)
     ├── ClosedError            a resource used after ``aclose()``
+    ├── WaitTimeoutError       ``wait_all``/``wait_sync`` ran out of time (also a ``TimeoutError``);
+    │                          carries the events that did arrive and the ids still pending
     └── SourceError            a poll failed; carries HTTP status, error_code, error_msg, request_id
         ├── TransientError     retry with backoff; never a task result on its own
         │   ├── RateLimitedError      429; ``retry_after`` seconds when the server said
@@ -21,7 +23,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import ResultEvent
 
 
 class WatcherError(Exception):
@@ -66,6 +73,22 @@ class InvalidTaskIdError(WatcherError, ValueError):
 
 class ClosedError(WatcherError, RuntimeError):
     """A resource was used after it was closed, or entered twice."""
+
+
+class WaitTimeoutError(WatcherError, TimeoutError):
+    """The time given to wait ran out. Nothing is dropped: ``events`` holds the results that
+    did arrive (in the order asked for) and ``pending`` the task ids still without one."""
+
+    def __init__(
+        self, timeout: float, events: Sequence[ResultEvent], pending: Sequence[str]
+    ) -> None:
+        self.timeout = timeout
+        self.events = list(events)
+        self.pending = list(pending)
+        super().__init__(
+            f"{len(self.pending)} of {len(self.events) + len(self.pending)} tasks still "
+            f"pending after {timeout:g} s"
+        )
 
 
 class SourceError(WatcherError):

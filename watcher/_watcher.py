@@ -18,7 +18,13 @@ from anyio.abc import TaskGroup
 
 from ._assembly import deadline_seconds, policy_from, sink_names
 from ._clock import Clock, MonotonicClock
-from ._exceptions import ClosedError, InvalidTaskIdError, SourceError, WatcherError
+from ._exceptions import (
+    ClosedError,
+    InvalidTaskIdError,
+    SourceError,
+    WaitTimeoutError,
+    WatcherError,
+)
 from ._log import get_logger
 from ._models import (
     BatchEvent,
@@ -705,14 +711,27 @@ class Watcher:
     ) -> list[ResultEvent]:
         """Wait for ``task_ids`` (default: every watch) and return their events in that order.
 
-        Raises ``TimeoutError`` if ``timeout`` seconds pass first.
+        Raises ``WaitTimeoutError`` (a ``TimeoutError``) if ``timeout`` seconds pass first;
+        it carries the events that arrived and the ids still pending.
         """
-        with anyio.fail_after(timeout if timeout is not None else math.inf):
+        try:
+            with anyio.fail_after(timeout if timeout is not None else math.inf):
+                if task_ids is None:
+                    while self._pending:
+                        await self._changed.wait()
+                    return list(self._events)
+                return [await self.wait(task_id, source=source) for task_id in task_ids]
+        except TimeoutError:
+            assert timeout is not None
             if task_ids is None:
-                while self._pending:
-                    await self._changed.wait()
-                return list(self._events)
-            return [await self.wait(task_id, source=source) for task_id in task_ids]
+                pending = [
+                    t for r in self._runtimes.values() for t, w in r.watches.items() if not w.done
+                ]
+                raise WaitTimeoutError(timeout, self._events, pending) from None
+            name = self._runtime(source).name
+            arrived = [self._finished[(name, t)] for t in task_ids if (name, t) in self._finished]
+            missing = [t for t in task_ids if (name, t) not in self._finished]
+            raise WaitTimeoutError(timeout, arrived, missing) from None
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a grace period
         """Deliver what the outbox holds, for at most ``timeout`` seconds. True if empty."""
@@ -737,6 +756,9 @@ def wait_sync(
 ) -> list[ResultEvent]:
     """Watch ``task_ids`` to the end from plain synchronous code.
 
+    With ``timeout``, running out raises ``WaitTimeoutError`` holding the events that did
+    arrive (already handed to the sinks) and the ids still pending.
+
     >>> events = wait_sync(["fd1c56acbb2c4b1aa24ba37df99f3129"], config=cfg)  # doctest: +SKIP
     """
     ids = list(task_ids)
@@ -748,7 +770,11 @@ def wait_sync(
                 reasons = "; ".join(f"{i!r}: {why}" for i, why in result.invalid)
                 raise InvalidTaskIdError(result.invalid[0][0], reasons)
             unique = list(dict.fromkeys(result.accepted))
-            events = await w.wait_all(unique, source=source, timeout=timeout)
+            try:
+                events = await w.wait_all(unique, source=source, timeout=timeout)
+            except WaitTimeoutError:
+                await w.drain(30.0)  # what did arrive still reaches the sinks
+                raise
             await w.drain(timeout if timeout is not None else 30.0)
             return events
 

@@ -162,12 +162,33 @@ def test_example_config_checks_clean_in_an_empty_environment() -> None:
 
 def test_credentials_inside_urls_are_masked(tmp_path: Path) -> None:
     """A password in a URL's userinfo or a query value never shows in the effective config."""
-    text = GOOD.replace(
-        "https://metastudio.example.test",
-        "http://svc:URLPASS@127.0.0.1:9/base?key=QUERYSECRET",
+    text = GOOD + (
+        "sinks:\n  - type: webhook\n    url: http://svc:URLPASS@127.0.0.1:9/hook?key=QUERYSECRET\n"
     )
     path = _write(tmp_path, text)
     result = CliRunner().invoke(check, ["-c", path], env={})
     assert result.exit_code == 0, result.output
     assert "URLPASS" not in result.output and "QUERYSECRET" not in result.output
     assert "svc:**********@127.0.0.1:9" in result.stdout
+
+
+@pytest.mark.parametrize("key", ["endpoint", "iam_endpoint"])
+def test_credentials_in_an_api_url_are_refused(tmp_path: Path, key: str) -> None:
+    """userinfo in a source's API URL is refused by key and line, never echoed: aiohttp
+    would send it as Basic auth next to the configured credentials."""
+    if key == "endpoint":
+        text = GOOD.replace(
+            "https://metastudio.example.test", "https://svc:URLPASS@metastudio.example.test"
+        )
+    else:
+        text = GOOD.replace(
+            f"auth: {{type: aksk, ak: AK1, sk: {SECRET}}}",
+            "auth: {type: iam_password, iam_endpoint: 'https://u:URLPASS@iam.example.test', "
+            "user: u, password: pw, domain: d}",
+        )
+    path = _write(tmp_path, text)
+    result = CliRunner().invoke(check, ["-c", path], env={})
+    assert result.exit_code == 78, result.output
+    assert "URLPASS" not in result.output
+    assert f"{key}: must not hold credentials" in result.output
+    assert "config.yaml:" in result.output

@@ -94,6 +94,15 @@ def resolve_endpoint(config_path: str | None, url: str | None) -> Endpoint:
     if not token:
         fail(EX_CONFIG, f"no API token: set ${TOKEN_ENV}, or pass -c CONFIG with api.token")
     chosen = (url or listen_url or DEFAULT_URL).rstrip("/")
+    authority = chosen.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority:
+        # Never echoed: the userinfo holds a password. (aiohttp would refuse to send it
+        # beside the Authorization header anyway, with a traceback.)
+        fail(
+            EX_USAGE,
+            "the daemon URL must not hold credentials (user:password@); "
+            f"the API token is what authenticates (${TOKEN_ENV} or api.token)",
+        )
     if not chosen.startswith(("http://", "https://")):
         fail(EX_USAGE, f"the daemon URL must start with http:// or https://, not {chosen[:40]!r}")
     return Endpoint(chosen, token)

@@ -2,7 +2,8 @@
 
 Pydantic locations include union tags (``('sources', 'm', 'metastudio', 'auth', 'aksk',
 'sk')``); they are dropped by walking the data itself: an element that is not a key or index
-of the node reached so far is a tag. Inputs are never printed: they may be secrets.
+of the node reached so far is a tag. Inputs are never printed: they may be secrets. Nor are
+keys that may be one: ``{ak: A, sk:abc}`` (no space after the colon) makes ``sk:abc`` a key.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import types
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Tag, ValidationError
+from pydantic import BaseModel, SecretStr, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
 from .._exceptions import ConfigIssue
@@ -33,6 +34,8 @@ SECRET_WORDS = frozenset(
 )
 _WORD = re.compile(r"[^a-z0-9]+")
 _MIN_SCRUB = 6  # shorter strings would mangle ordinary words in messages
+_MASK = "**********"
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # what every config key looks like
 
 
 def is_secret_key(key: object) -> bool:
@@ -161,6 +164,43 @@ def _suggest(key: object, loc: tuple[str | int, ...]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _holds_secret(tp: Any) -> bool:
+    tp, _meta = _strip(tp)
+    return tp is SecretStr or any(_holds_secret(arg) for arg in get_args(tp))
+
+
+def _hidden(key: object, loc: tuple[str | int, ...]) -> bool:
+    """An unknown key, in a block with secret fields, that no field could be called (and is
+    no near miss of one): likely a secret standing alone (``{type: token, abc123}``)."""
+    if not isinstance(key, str) or _FIELD_NAME.fullmatch(key) or _suggest(key, loc):
+        return False
+    model = model_at(loc[:-1])
+    return model is not None and any(
+        _holds_secret(f.annotation) for f in model.model_fields.values()
+    )
+
+
+def _unknown_key_hint(key: object, loc: tuple[str | int, ...]) -> str:
+    if isinstance(key, str) and ":" in key:
+        return " (is a space missing after ':'?)"
+    return " (not shown: it may be a secret)" if _hidden(key, loc) else ""
+
+
+def _shown(path: KeyPath, loc: tuple[str | int, ...], kind: str) -> KeyPath:
+    """``path`` as printed: what follows a ':' inside a key is masked (``sk:abc`` is
+    ``sk: abc`` without its space), and so is an unknown key that may be a secret."""
+    shown = [
+        f"{part.partition(':')[0]}:{_MASK}"
+        if isinstance(part, str) and part.partition(":")[2].strip()
+        else part
+        for part in path
+    ]
+    key = path[-1] if path else None
+    if kind == "extra_forbidden" and loc and ":" not in str(key) and _hidden(key, loc):
+        shown[-1] = _MASK
+    return tuple(shown)
+
+
 def _combine(messages: list[str]) -> str:
     """One message for the branches of a plain union (``Outcome | Literal['running']``)."""
     prefix = "must be one of "
@@ -193,12 +233,13 @@ def issues_from_validation(
     """Every error in ``exc`` as an issue; union branches failing at one key become one."""
     # path -> (raw locations seen, messages, line), in the order pydantic reported them
     grouped: dict[KeyPath, tuple[set[tuple[str | int, ...]], list[str], int | None]] = {}
+    shown: dict[KeyPath, KeyPath] = {}  # each path as printed
     for error in exc.errors(include_input=False, include_url=False):
         loc, kind = tuple(error["loc"]), error["type"]
         path = _data_path(data, loc, kind)
         message = _message(error)
         if kind == "extra_forbidden" and loc:
-            message += _suggest(loc[-1], loc)
+            message += _suggest(loc[-1], loc) or _unknown_key_hint(loc[-1], loc)
         if kind in ("union_tag_invalid", "union_tag_not_found"):
             ctx = error.get("ctx") or {}
             choices = ", ".join(map(repr, union_tags(loc))) or str(ctx.get("expected_tags"))
@@ -210,6 +251,7 @@ def issues_from_validation(
         line = None
         if positions is not None:
             line = positions.line(path[:-1] if kind == "missing" else path)
+        shown.setdefault(path, _shown(path, loc, kind))
         locs, messages, _ = grouped.setdefault(path, (set(), [], line))
         if loc in locs or not locs:
             messages.append(message)
@@ -218,7 +260,7 @@ def issues_from_validation(
         locs.add(loc)
     secrets = sorted(secret_strings(data), key=len, reverse=True)
     return [
-        ConfigIssue(format_path(path), _scrub(message, secrets), filename, line)
+        ConfigIssue(format_path(shown[path]), _scrub(message, secrets), filename, line)
         for path, (_, messages, line) in grouped.items()
         for message in dict.fromkeys(messages)
     ]

@@ -63,6 +63,16 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _api_url(value: str) -> str:
+    """An API base URL: http(s), and no ``user:pass@``, which aiohttp would send as Basic
+    auth beside (or instead of) the configured credentials, to a gateway that refuses it."""
+    value = _http_url(value)
+    authority = value.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    if "@" in authority:
+        raise ValueError("must not hold credentials (user:password@); put them under auth:")
+    return value
+
+
 # --- auth -----------------------------------------------------------------------------------
 
 
@@ -93,7 +103,7 @@ class IamPasswordAuth(_Model):
     project: str | None = None  # scope: project name (the region, e.g. cn-north-4)
     refresh_ahead: Duration = 3600.0
 
-    _check_url = field_validator("iam_endpoint")(_http_url)
+    _check_url = field_validator("iam_endpoint")(_api_url)
 
 
 Auth = Annotated[TokenAuth | AkSkAuth | IamPasswordAuth, Field(discriminator="type")]
@@ -127,7 +137,7 @@ class MetaStudioSourceConfig(HttpClientConfig):
     status_map: dict[str, Outcome | Literal["running"]] = Field(default_factory=dict)
     progress_rule: bool = True
 
-    _check_url = field_validator("endpoint")(_http_url)
+    _check_url = field_validator("endpoint")(_api_url)
 
     @field_validator("project_id")
     @classmethod

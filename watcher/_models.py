@@ -68,7 +68,10 @@ def to_utc(value: object, *, name: str = "time") -> datetime | None:
     if isinstance(value, bool):
         raise MalformedResponseError(f"{name}: expected a time, got a boolean")
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int with hundreds of digits
+            raise MalformedResponseError(f"{name}: epoch value out of range") from None
     elif isinstance(value, str):
         text = value.strip()
         try:

@@ -139,6 +139,8 @@ class ControlApi:
             return json.loads(b"".join(chunks))
         except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+        except RecursionError:  # [[[[... a few thousand deep: json recurses per level
+            raise ApiError(400, "malformed_json", "the body is JSON nested too deeply") from None
 
     # --- health and metrics -----------------------------------------------------------------
 

@@ -40,8 +40,10 @@ class ApiError(Exception):
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
+    # A lone surrogate (say, in an invalid task id echoed back) has no UTF-8 form:
+    # backslashreplace writes it as its \udxxx escape, which is how JSON spells it anyway.
     return web.Response(
-        body=json.dumps(data, ensure_ascii=False).encode("utf-8"),
+        body=json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace"),
         status=status,
         content_type="application/json",
         charset="utf-8",

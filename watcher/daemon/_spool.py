@@ -149,7 +149,7 @@ class SpoolIntake:
         if path.suffix.lower() == ".json":
             try:
                 parsed = json.loads(text)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # nested thousands deep: recursion
                 raise _Refused(f"malformed JSON: {exc}") from exc
             if not isinstance(parsed, dict):
                 raise _Refused('a .json file must hold an object: {"task_ids": [...]}')

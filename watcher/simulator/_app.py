@@ -176,14 +176,21 @@ class SimulatorApp:
         self._stats.status(real.status, -1)
         self._stats.status(200)
         inner = real.body if isinstance(real.body, bytes) and real.status == 200 else b"{}"
-        size = self._faults.config.oversize_body
+        faults = self._faults.config
+        size = faults.oversize_body
         response = web.StreamResponse(status=200, headers={"X-Request-Id": rid})
         response.content_type = _JSON
-        response.content_length = size
+        if faults.oversize_chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = size
         await response.prepare(request)
         try:
             for chunk in oversize_chunks(size, inner if inner.startswith(b"{") else b"{}"):
                 await response.write(chunk)
+                # write() waits while the socket is backed up, so this tracks what the
+                # client took (plus socket buffers), not what the generator could make.
+                self._stats.oversize_bytes_sent += len(chunk)
             await response.write_eof()
         except (ConnectionError, RuntimeError):
             pass  # the client gave up reading, as a careful client should
@@ -222,7 +229,18 @@ class SimulatorApp:
             if not cfg.auto_create_effective or book.is_deleted(task_id):
                 return self._error(404, "MSS.000000003", _NO_TASK, rid)
             task = self._sim.create_task(task_id, created=now)
+        overrides = self._sim.body_overrides
+        if overrides and task_id in overrides:
+            return self._overridden(task.body(now, cfg), overrides[task_id], rid)
         return self._respond(200, _dumps(task.body(now, cfg)), rid)
+
+    def _overridden(
+        self, truth: dict[str, Any], override: bytes | Mapping[str, Any], rid: str
+    ) -> web.Response:
+        self._stats.faults_injected += 1
+        if isinstance(override, bytes):
+            return self._respond(200, override, rid)
+        return self._respond(200, _dumps({**truth, **override}), rid)
 
     def _search(self, rid: str, query: str) -> web.Response:
         self._stats.searches += 1

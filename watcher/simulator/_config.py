@@ -63,6 +63,9 @@ class FaultConfig:
     drop_rate: float = 0.0  # close the connection without any response
     outage: bool = False  # every API request answers 503
     oversize_body: int = 0  # > 0: answer 200 with a (valid JSON) body of this many bytes
+    # With oversize_body: send it chunked, without Content-Length, so a client learns how
+    # large it is only by reading it.
+    oversize_chunked: bool = False
     clock_skew: float = 0.0  # added to the simulator's clock when checking X-Sdk-Date
     seed: int | None = None
 
@@ -91,6 +94,8 @@ class FaultConfig:
             raise ValueError(f"oversize_body must be an integer, got {self.oversize_body!r}")
         if self.oversize_body < 0:
             raise ValueError(f"oversize_body must be >= 0, got {self.oversize_body}")
+        if not isinstance(self.oversize_chunked, bool):
+            raise ValueError(f"oversize_chunked must be a boolean, got {self.oversize_chunked!r}")
         _check_seconds("clock_skew", self.clock_skew, allow_negative=True)
 
     @property

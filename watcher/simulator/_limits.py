@@ -80,7 +80,9 @@ class SimulatorStats:
     ``requests`` counts API and IAM requests; ``max_requests_in_1s`` counts MetaStudio API
     requests (``/v2/...`` and unknown paths, not IAM) as they arrived, throttled or not;
     ``polls_per_task`` counts every GET of a task id as it arrived, whatever the answer;
-    ``dropped`` counts connections closed without an answer (they have no status).
+    ``dropped`` counts connections closed without an answer (they have no status);
+    ``oversize_bytes_sent`` counts the bytes of oversize bodies actually handed to the
+    connection (a client that stops reading stops it growing, give or take socket buffers).
     """
 
     requests: int
@@ -96,6 +98,7 @@ class SimulatorStats:
     searches: int = 0
     deletes: int = 0
     tasks: int = 0
+    oversize_bytes_sent: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (``GET /_sim/stats``): status keys become strings."""
@@ -114,6 +117,7 @@ class StatsRecorder:
         "deletes",
         "dropped",
         "faults_injected",
+        "oversize_bytes_sent",
         "paths",
         "polls_per_task",
         "requests",
@@ -139,6 +143,7 @@ class StatsRecorder:
         self.faults_injected = 0
         self.searches = 0
         self.deletes = 0
+        self.oversize_bytes_sent = 0
         self.paths.clear()
         self.arrivals.clear()
         self.polls_per_task.clear()
@@ -169,4 +174,5 @@ class StatsRecorder:
             searches=self.searches,
             deletes=self.deletes,
             tasks=tasks,
+            oversize_bytes_sent=self.oversize_bytes_sent,
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import ssl
+from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -49,6 +51,7 @@ class Simulator:
         self.book = TaskBook(config)
         self.authenticator = Authenticator(config)
         self.injector = FaultInjector(config.faults, config.seed)
+        self.body_overrides: dict[str, bytes | Mapping[str, Any]] = {}
         self._app = SimulatorApp(self)
         self._state = _State.NEW
         self._runner: web.ServerRunner | None = None
@@ -144,6 +147,18 @@ class Simulator:
     def set_faults(self, faults: FaultConfig) -> None:
         """Replace the faults (and re-seed their RNG); applies from the next request."""
         self.injector.set(faults)
+
+    def override_body(self, task_id: str, body: bytes | Mapping[str, Any] | None) -> None:
+        """Answer ``task_id``'s successful GETs with a hostile body; None: the truth again.
+
+        ``bytes`` are sent as they are (say, JSON nested 100,000 deep); a mapping replaces
+        (or adds) fields of the true body at every poll, so the rest still progresses. Each
+        such answer counts in ``faults_injected``; auth, rate limits and faults come first.
+        """
+        if body is None:
+            self.body_overrides.pop(task_id, None)
+        else:
+            self.body_overrides[task_id] = body if isinstance(body, bytes) else dict(body)
 
     # -- tokens -----------------------------------------------------------------------------
 

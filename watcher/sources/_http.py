@@ -248,26 +248,53 @@ def _depth_ok(value: object, limit: int) -> bool:
     return True
 
 
+class _OutOfRange(ValueError):
+    """A JSON number beyond any float (``1e400``): an Infinity in disguise."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfRange(text[:40])
+    return value
+
+
 # One decoder for every body: json.loads with a keyword argument would build a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# Task bodies carry integers, so parse_float (a Python call per float) costs them nothing.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def loads_json(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse JSON strictly (no NaN/Infinity, bounded nesting) or raise MalformedResponseError."""
+    """Parse JSON strictly (no NaN/Infinity, bounded nesting, valid Unicode) or raise
+    MalformedResponseError.
+
+    Non-finite numbers and lone surrogates are refused because no sink can write them: a
+    result holding one could never be stored or delivered.
+    """
     try:
         if isinstance(body, bytes | bytearray):
-            # What json.loads does with bytes: detect UTF-8/16/32, then decode the text.
-            value = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+            # What json.loads does with bytes (detect UTF-8/16/32, then decode the text),
+            # except that encoded surrogates are an error, not text.
+            text = body.decode(json.detect_encoding(body))
         else:
-            value = json.loads(body, parse_constant=_reject_constant)
+            text = body
+        value = _DECODER.decode(text)
     except RecursionError:
         raise MalformedResponseError("body is JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, bad UTF-8, huge integers, NaN
-        raise MalformedResponseError(f"body is not JSON ({type(exc).__name__})") from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, huge numbers, NaN
+        why = "a number out of range" if isinstance(exc, _OutOfRange) else type(exc).__name__
+        raise MalformedResponseError(f"body is not JSON ({why})") from None
     # Nesting never exceeds the number of opening brackets (those inside strings only add to
     # the count), so the walk is needed only for bodies with many of them.
     if _openers(body) > max_depth and not _depth_ok(value, max_depth):
         raise MalformedResponseError(f"body is JSON nested deeper than {max_depth} levels")
+    # Only a \uD8xx-style escape can make a surrogate (a pair of them makes one character).
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedResponseError("body has a string that is not valid Unicode") from None
     return value
 
 

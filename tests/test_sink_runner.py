@@ -487,7 +487,8 @@ def test_runner_settings_come_from_a_sink_config(tmp_path: Path) -> None:
     file_config = FileSinkConfig(type="file", path="r.jsonl")
     default = SinkRunner.from_config(ScriptedSink("f"), MemoryStore(), file_config)
     assert default.dead_letters.path == Path.cwd() / "watcher-dead-letters.jsonl"
-    assert default.max_attempts == 12
+    assert default.max_attempts is None  # no limit: max_age (24 h) decides
+    assert default.max_age == 24 * 3600.0
 
 
 def test_a_plugin_config_may_carry_retry_keys() -> None:

@@ -255,6 +255,9 @@ class Watcher:
     async def _resume(self) -> None:
         """Pick up every watch a previous run left pending, and redeliver its outbox."""
         assert self._store is not None
+        # Before scheduling anything: an await after that would let polls start before
+        # __aenter__ returns.
+        await self._announce_ended_batches()
         resumed: dict[str, list[Watch]] = {}
         for record in await self._store.pending():
             runtime = self._runtimes.get(record.source)
@@ -278,6 +281,25 @@ class Watcher:
             _log.info("resumed pending watches", source=name, watches=len(watches))
         for runner in self._runners:
             runner.notify()
+
+    async def _announce_ended_batches(self) -> None:
+        """Queue ``batch.finished`` for batches that ended unannounced: a crash between
+        storing a batch's last result and queueing its announcement would lose it otherwise.
+        A batch any of the sinks has seen already is left alone (so a sink added to the
+        config later is not sent old batches)."""
+        unannounced = getattr(self.store, "unannounced_batches", None)
+        if unannounced is None or not self._sink_names:
+            return
+        try:
+            batches = await unannounced(self._sink_names, batch_event_id)
+        except Exception:
+            _log.exception("could not look for batches to announce")
+            return
+        if batches:
+            _log.warning("announcing batches a previous run left unannounced", batches=len(batches))
+        async with anyio.create_task_group() as tg:  # concurrent: one write for them all
+            for batch, outcomes in batches.items():
+                tg.start_soon(self._queue_batch_event, batch, outcomes)
 
     def _watch_from(self, record: WatchRecord) -> Watch:
         offset = self._epoch_offset
@@ -576,17 +598,24 @@ class Watcher:
             return
         try:
             by_state = dict(await counts(batch))
-            if by_state.pop("pending", 0) or not by_state:
-                return  # still running, or every watch of it was forgotten
-            event = BatchEvent(
-                event_id=batch_event_id(batch),
-                batch=batch,
-                tasks=sum(by_state.values()),
-                outcomes=by_state,
-                finished_at=datetime.fromtimestamp(self._clock.now() + self._epoch_offset, UTC),
-            )
+        except Exception:
+            _log.exception("could not queue batch.finished", batch=batch)
+            return
+        if by_state.pop("pending", 0) or not by_state:
+            return  # still running, or every watch of it was forgotten
+        await self._queue_batch_event(batch, by_state)
+
+    async def _queue_batch_event(self, batch: str, outcomes: Mapping[str, int]) -> None:
+        event = BatchEvent(
+            event_id=batch_event_id(batch),
+            batch=batch,
+            tasks=sum(outcomes.values()),
+            outcomes=dict(outcomes),
+            finished_at=datetime.fromtimestamp(self._clock.now() + self._epoch_offset, UTC),
+        )
+        try:
             # Idempotent per (sink, event id): a batch is announced once, however many of
-            # its last watches end at the same moment.
+            # its last watches end at the same moment, and however often it is restarted.
             await self.store.enqueue(event.event_id, event.to_dict(), self._sink_names)
         except Exception:
             _log.exception("could not queue batch.finished", batch=batch)

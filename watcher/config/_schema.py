@@ -463,7 +463,8 @@ class FileSinkConfig(_Model):
     rotate_bytes: ByteSize | None = None
     keep: int = Field(default=5, ge=1)
     # Retries (a full disk, say) and the dead-letter file, as for webhook below.
-    max_attempts: int = Field(default=12, ge=1)
+    # None: no limit on attempts; max_age alone decides when to give up.
+    max_attempts: int | None = Field(default=None, ge=1)
     max_age: Duration = 24 * 3600.0
     initial_backoff: Duration = 1.0
     max_backoff: Duration = 300.0
@@ -497,7 +498,8 @@ class WebhookSinkConfig(_Model):
     secret: SecretStr | None = None  # whsec_... (Standard Webhooks)
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout: Duration = Field(default=10.0, gt=0)
-    max_attempts: int = Field(default=12, ge=1)
+    # None: no limit on attempts; max_age alone decides when to give up.
+    max_attempts: int | None = Field(default=None, ge=1)
     max_age: Duration = 24 * 3600.0
     initial_backoff: Duration = 1.0
     max_backoff: Duration = 300.0

@@ -9,7 +9,8 @@ sink in the order they were detected, and a receiver that is down is not hammere
 whole backlog at every retry. Because nothing may overtake the head, ``notify`` does not cut
 such a wait short: it would not change what goes next.
 
-Giving up: after ``max_attempts`` failed attempts, when a failed event is older than
+Giving up: after ``max_attempts`` failed attempts (no limit by default: an outage of hours
+must not cost events), when a failed event is older than
 ``max_age`` (measured from when it entered the outbox; an old event still gets its attempt),
 or at once on a non-retryable ``DeliveryError``, the event is appended to the dead-letter
 file (fsynced) and then removed from the outbox with ``store.dead_letter``. If the file
@@ -94,7 +95,7 @@ class SinkRunner:
         store: Store,
         *,
         clock: Clock | None = None,
-        max_attempts: int = 12,
+        max_attempts: int | None = None,
         max_age: float | None = 24 * 3600.0,
         initial_backoff: float = 1.0,
         max_backoff: float = 300.0,
@@ -102,7 +103,7 @@ class SinkRunner:
         rng: random.Random | None = None,
         batch: int = 100,
     ) -> None:
-        if max_attempts < 1:
+        if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if not initial_backoff >= 0 or not max_backoff >= 0:
             raise ValueError("backoff durations must be >= 0")
@@ -331,7 +332,7 @@ class SinkRunner:
         reason: str | None = None
         if isinstance(exc, DeliveryError) and not exc.retryable:
             reason = error
-        elif attempts >= self.max_attempts:
+        elif self.max_attempts is not None and attempts >= self.max_attempts:
             reason = f"gave up after {attempts} attempts: {error}"
         elif self.max_age is not None and item.created_at and now - item.created_at >= self.max_age:
             reason = f"undelivered for over {self.max_age:g}s after {attempts} attempts: {error}"

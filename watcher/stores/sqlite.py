@@ -69,6 +69,28 @@ def _batch_counts(rows: builtins.list[Any]) -> dict[str, int]:
     return counts
 
 
+_ALL_BATCH_COUNTS = (
+    "SELECT batch, state, outcome, count(*) FROM watches WHERE batch IS NOT NULL GROUP BY 1, 2, 3"
+)
+# Events not tied to a watch (batch.finished) that a sink has queued or already settled.
+_ANNOUNCED = (
+    "SELECT event_id FROM settled WHERE sink IN ({marks}) "
+    "UNION SELECT event_id FROM outbox WHERE standalone = 1 AND sink IN ({marks})"
+)
+
+
+def _ended_batches(rows: builtins.list[Any]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    running: set[str] = set()
+    for batch, state, outcome, n in rows:
+        if state == "pending":
+            running.add(batch)
+        else:
+            outcomes = counts.setdefault(batch, {})
+            outcomes[str(outcome)] = outcomes.get(str(outcome), 0) + n
+    return {batch: outcomes for batch, outcomes in counts.items() if batch not in running}
+
+
 class SqliteStore:
     """A durable ``Store`` (plus ``QueryableStore``'s helpers) in one SQLite file.
 
@@ -347,6 +369,20 @@ class SqliteStore:
 
     async def batch_counts(self, batch: str) -> dict[str, int]:
         return await self._read(sql.BATCH_COUNTS, (batch,), _batch_counts)
+
+    async def unannounced_batches(
+        self, sinks: Sequence[str], event_id: Callable[[str], str]
+    ) -> dict[str, dict[str, int]]:
+        """``{batch: {outcome: n}}`` of the batches none of whose watches is pending and whose
+        event (``event_id(batch)``) none of ``sinks`` has queued or delivered: what a crash
+        between a batch's last result and its announcement leaves behind."""
+        ended = await self._read(_ALL_BATCH_COUNTS, (), _ended_batches)
+        if not ended or not sinks:
+            return {}
+        marks = ",".join("?" * len(sinks))
+        query = _ANNOUNCED.format(marks=marks)
+        announced = await self._read(query, (*sinks, *sinks), lambda rows: {r[0] for r in rows})
+        return {batch: n for batch, n in ended.items() if event_id(batch) not in announced}
 
     async def dead_letters(
         self, sink: str | None = None, *, limit: int | None = None

@@ -395,11 +395,12 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def campaign(tmp_path_factory: pytest.TempPathFactory) -> Campaign:
     root = tmp_path_factory.mktemp("secrets")
+    # SOURCE_TOKEN is not among the tokens: source tok is refused with 401.
     cfg = SimulatorConfig(
         seed=11, auth="any", credentials={AK: SK, AK_OTHER: OTHER_SK},
         tokens={IAM_TOKEN}, duration_median=0.3, duration_sigma=0.3,
         duration_max=0.8,
-    )  # fmt: skip  (SOURCE_TOKEN is not among the tokens: source tok is refused, 401)
+    )  # fmt: skip
     fake_iam = FakeIam()
     hook_answer = lambda call: status(hook_status(call), text="refused")  # noqa: E731
     async with Simulator(cfg) as sim, Receiver(fake_iam) as iam, Receiver(hook_answer) as hook:

@@ -79,10 +79,11 @@ class FakeClock:
             await clock.sleep_until(3600)        # the test body may sleep on it too
 
     Whenever every other task of the event loop is blocked (nothing is runnable) the driver
-    jumps to the earliest pending deadline. A task blocked on something other than this clock
-    (a socket, a thread, a real `anyio.sleep`) counts as blocked too, so virtual time can jump
-    while such work is outstanding: drive everything time-dependent through the clock. A task
-    that polls in a loop of zero-length checkpoints keeps time from ever moving.
+    jumps to the earliest pending deadline. Socket I/O the loop has not picked up yet (a
+    loopback answer already sent) counts as runnable. A task blocked on anything else (a
+    socket with nothing to read, a thread, a real `anyio.sleep`) counts as blocked, so virtual
+    time can jump while such work is outstanding: drive everything time-dependent through the
+    clock. A task that polls in a loop of zero-length checkpoints keeps time from ever moving.
     """
 
     def __init__(self, start: float = 0.0) -> None:
@@ -197,9 +198,14 @@ async def _wait_all_tasks_blocked() -> None:
         return
     ready = getattr(loop, "_ready", None)
     if isinstance(ready, deque):
+        # Nothing runnable is not enough: loopback I/O can sit in the kernel until the loop's
+        # next select (a response written, not read yet), and jumping then would let virtual
+        # time pass during a request. A zero-timeout peek at the selector tells; it consumes
+        # nothing (readiness is level-triggered). Proactor loops have no selector to ask.
+        peek = getattr(getattr(loop, "_selector", None), "select", None)
         while True:
             await checkpoint()
-            if not ready:
+            if not ready and (peek is None or not peek(0)):
                 return
     this = asyncio.current_task()
     if this is None or not hasattr(this, "_fut_waiter"):

@@ -341,6 +341,11 @@ class Watcher:
         await self.aclose()
         return clean and flushed
 
+    def resume_sources(self) -> list[str]:
+        """Let sources that stopped probing after repeated credential refusals try again,
+        one request each (after the credentials or the clock were fixed); their names."""
+        return [name for name, r in self._runtimes.items() if r.scheduler.resume_auth()]
+
     def reopen_sinks(self) -> None:
         """Reopen sinks that write files (after log rotation moved them away)."""
         for runner in self._runners:

@@ -56,9 +56,16 @@ RescheduleHandler = Callable[[Watch], Awaitable[None]]
 # A result that could not be recorded is retried (by polling again) after this long.
 _FINISH_RETRY = 5.0
 
-# After an auth failure the source pauses for this long, doubling while probes keep failing.
-_AUTH_PAUSE_FIRST = 30.0
-_AUTH_PAUSE_MAX = 900.0
+# After an auth failure the source pauses for this long, growing while probes keep failing.
+# API.md: more than 5 consecutive signature failures lock an AK for 5 minutes -- for every
+# client of the tenant that uses it, including ones whose clocks are right. Probes 1, 5 and 21
+# minutes after the first refusal; once refusals in a row reach _AUTH_MAX_REFUSALS (requests
+# in flight when it began count too) the source stays paused until resume_auth(), so watcher
+# alone can never take the AK to the lock.
+_AUTH_PAUSE_FIRST = 60.0
+_AUTH_PAUSE_GROWTH = 4.0
+_AUTH_PAUSE_MAX = 3600.0
+_AUTH_MAX_REFUSALS = 4
 
 
 @dataclass(slots=True)
@@ -126,7 +133,12 @@ class SourceScheduler:
         self._stopping = False
         self._in_flight = 0
         self._auth_pause = _AUTH_PAUSE_FIRST
-        self._auth_state: Literal["ok", "paused", "probing"] = "ok"
+        # "unverified" until the first answer: the credentials are tried with one request,
+        # not with a whole burst that would fail at once (and lock an AK).
+        self._auth_state: Literal["unverified", "ok", "paused", "probing"] = "unverified"
+        self._refused = False  # credentials refused since the last accepted request
+        self._refusals = 0  # refusals in a row, as the gateway counts them
+        self._halted = False  # paused until resume_auth(): more refusals could lock the AK
         self._probe: anyio.Event | None = None  # set while one probe runs after an auth pause
         self.stopped = anyio.Event()
 
@@ -283,9 +295,10 @@ class SourceScheduler:
                     return None
             self._claims += 1
             self._in_flight += 1
-            if self._auth_state == "paused":
-                # The pause is over: exactly one request goes out, and nothing else is
-                # dispatched until its verdict (``_release_probe`` passes the role on).
+            if self._auth_state in ("unverified", "paused"):
+                # The first request, or the pause is over: exactly one request goes out, and
+                # nothing else is dispatched until its verdict (``_release_probe`` passes
+                # the role on).
                 self._auth_state = "probing"
                 self._probe = anyio.Event()
                 keep_role = True
@@ -368,6 +381,7 @@ class SourceScheduler:
 
     async def _after_snapshot(self, watch: Watch, snapshot: TaskSnapshot, sent_at: float) -> None:
         self.limiter.on_success(sent_at=sent_at)
+        self._refusals = 0
         if self._auth_state == "probing":
             self._end_probe()
         self.stats.snapshots += 1
@@ -386,6 +400,10 @@ class SourceScheduler:
 
     async def _after_error(self, watch: Watch, exc: SourceError, sent_at: float) -> None:
         watch.errors += 1
+        # The error stays on the watch until its next answer: keep the error, not the failed
+        # request. Its traceback and cause hold that request's frames, response and
+        # connection (some 10 KB after a dropped connection), for every failing watch.
+        exc.__traceback__ = exc.__cause__ = exc.__context__ = None
         watch.last_error = exc
         kinds = self.stats.errors_by_kind
         kinds[exc.kind] = kinds.get(exc.kind, 0) + 1
@@ -420,6 +438,8 @@ class SourceScheduler:
             status=exc.status,
             error_code=exc.error_code,
             request_id=exc.request_id,
+            # Which field was wrong, which limit was hit: holds no secret (sources/_http.py).
+            error=exc.message,
             errors_in_a_row=watch.errors,
             retry_in=round(delay, 3),
         )
@@ -457,37 +477,91 @@ class SourceScheduler:
         self.schedule(watch, self.clock.now() + _FINISH_RETRY)
 
     # --- auth pauses ------------------------------------------------------------------------
-    # "ok" -> (auth error) -> "paused" -> (pause over, one request sent) -> "probing"
-    # -> success: "ok" | auth error: "paused" again for twice as long.
+    # "unverified" -> (one request sent) -> "probing"; "ok" -> (auth error) -> "paused" ->
+    # (pause over, one request sent) -> "probing" -> answer: "ok" | auth error: "paused" again,
+    # for longer. The first refusal is logged as an error; failed probes only as warnings.
 
     def _on_auth_error(self, exc: AuthError, watch: Watch) -> None:
+        self._refusals += 1
         if self._auth_state == "paused":
-            return  # a request already in flight when the pause began; nothing new learned
-        if self._auth_state == "probing":
-            self._auth_pause = min(self._auth_pause * 2, _AUTH_PAUSE_MAX)
-        _log.error(
-            "credentials refused; pausing the source",
-            source=self.name,
-            task_id=watch.task_id,
-            batch=watch.batch,
-            pause_seconds=self._auth_pause,
-            status=exc.status,
-            error_code=exc.error_code,
-            error_msg=exc.error_msg,
-            request_id=exc.request_id,
-        )
+            # A request already in flight when the pause began: nothing new learned, but the
+            # gateway counted it.
+            self._halt_if_at_limit()
+            return
+        fields = {
+            "source": self.name,
+            "task_id": watch.task_id,
+            "batch": watch.batch,
+            "status": exc.status,
+            "error_code": exc.error_code,
+            "error_msg": exc.error_msg,
+            "request_id": exc.request_id,
+        }
+        if self._refused:
+            self._auth_pause = min(self._auth_pause * _AUTH_PAUSE_GROWTH, _AUTH_PAUSE_MAX)
+            _log.warning(
+                "credentials still refused; the source stays paused",
+                pause_seconds=self._auth_pause,
+                **fields,
+            )
+        else:
+            self._refused = True
+            _log.error(
+                "credentials refused; pausing the source",
+                pause_seconds=self._auth_pause,
+                # What happens next, so the one error says it all.
+                probes=f"one request after 1, 5 and 21 minutes, then paused until resumed "
+                f"(at most {_AUTH_MAX_REFUSALS} refusals in a row)",
+                **fields,
+            )
         self._auth_state = "paused"
         self.limiter.pause(
             self.clock.now() + self._auth_pause, f"auth: {exc.error_code or exc.status}"
         )
+        self._halt_if_at_limit()
         self._release_probe()
+
+    def _halt_if_at_limit(self) -> None:
+        if self._refusals < _AUTH_MAX_REFUSALS or self._halted:
+            return
+        self._halted = True
+        self.limiter.pause(None, self.limiter.paused_reason or "auth")
+        # A warning: the error was logged at the first refusal; this says what to do now.
+        _log.warning(
+            "credentials refused too many times in a row; the source stays paused until it "
+            "is resumed (SIGHUP the daemon, or restart, once the credentials or the clock are "
+            "fixed): another refusal could lock the access key for every client",
+            source=self.name,
+            refusals=self._refusals,
+        )
+
+    @property
+    def auth_halted(self) -> bool:
+        """True while the source waits for :meth:`resume_auth` after repeated refusals."""
+        return self._halted
+
+    def resume_auth(self) -> bool:
+        """Let a source halted by refusals send one probe now; True if it was halted.
+
+        The refusal count is kept: if that probe is refused too, the source halts again at
+        once rather than spending the last refusals before the gateway's lock."""
+        if not self._halted:
+            return False
+        self._halted = False
+        self._refusals = _AUTH_MAX_REFUSALS - 1
+        _log.info("resuming a source paused by refused credentials", source=self.name)
+        self.limiter.resume()
+        return True
 
     def _end_probe(self) -> None:
         """A poll got an answer that was not an auth failure."""
+        self._refusals = 0
         if self._auth_state == "probing":
             self._auth_state = "ok"
             self._auth_pause = _AUTH_PAUSE_FIRST
-            _log.info("credentials accepted again; source resumed", source=self.name)
+            if self._refused:
+                self._refused = False
+                _log.info("credentials accepted again; source resumed", source=self.name)
             self._release_probe()
 
     def _release_probe(self) -> None:

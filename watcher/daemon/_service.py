@@ -2,7 +2,8 @@
 
 Lifecycle: open the engine (which resumes pending watches and undelivered events from the
 store), bind the API, start the spool scanner, write the ready file, then wait for signals.
-SIGHUP reopens file sinks (after logrotate). SIGTERM or SIGINT: the API stops first (no new
+SIGHUP reopens file sinks (after logrotate) and lets sources that stopped probing after
+repeated credential refusals try again. SIGTERM or SIGINT: the API stops first (no new
 watches), then ``Watcher.shutdown(grace)`` stops claiming polls, lets those in flight finish
 and drains the sinks; what is left stays in the store. A second SIGTERM/SIGINT exits at once
 (130): the store is crash-safe. Only this module (and the CLI) installs signal handlers.
@@ -222,7 +223,11 @@ class Daemon:
             async for signum in received:
                 if signum == signal.SIGHUP:
                     watcher.reopen_sinks()
-                    _log.info("SIGHUP: file sinks will reopen their files")
+                    resumed = watcher.resume_sources()
+                    _log.info(
+                        "SIGHUP: file sinks will reopen their files",
+                        resumed_sources=resumed or None,
+                    )
                     continue
                 _log.info(
                     "shutting down",

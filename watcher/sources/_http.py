@@ -102,7 +102,7 @@ def make_session(
     timeout = aiohttp.ClientTimeout(
         total=None, connect=config.connect_timeout, sock_read=config.read_timeout
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
         headers={"User-Agent": USER_AGENT, **(headers or {})},
@@ -110,6 +110,12 @@ def make_session(
         cookie_jar=aiohttp.DummyCookieJar(),
         max_field_size=_MAX_HEADER_FIELD,
     )
+    # aiohttp silently resends an idempotent request once when the connection drops: a
+    # second request the rate limiter never granted, so dropped connections would push the
+    # API over its budget. The scheduler retries, with a token and backoff. There is no
+    # public switch (aio-libs/aiohttp#10790); aiohttp's own TestClient sets the same field.
+    session._retry_connection = False
+    return session
 
 
 @contextmanager

@@ -609,6 +609,25 @@ def test_secrets_never_appear_in_error_messages() -> None:
     assert SECRET not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "alone", ["deadbeefcafe0123456789abcdef0123", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "hunter2"]
+)
+def test_a_secret_standing_alone_as_a_key_is_not_shown(alone: str) -> None:
+    """A value without its key (``{type: token, VALUE}``) becomes a key; even when it looks
+    like a field name it is masked, with the line kept so the user can find it."""
+    text = BASE.replace("      sk: SK1\n", f"      sk: SK1\n      {alone}:\n")
+    found = problems(text)
+    assert len(found) == 1
+    assert alone not in found[0]
+    assert "not shown: it may be a secret" in found[0] and ":10 " in found[0]
+
+
+def test_a_typo_of_a_field_is_still_shown() -> None:
+    """Masking does not hide what a user mistyped: a near miss names itself and the field."""
+    found = problems(BASE.replace("      sk: SK1", "      sk: SK1\n      securty_token: x"))
+    assert len(found) == 1 and "securty_token" in found[0] and "security_token" in found[0]
+
+
 # --- config.example.yaml --------------------------------------------------------------------
 
 

@@ -224,3 +224,27 @@ async def test_revoked_token_pauses_its_source_and_spares_the_other() -> None:
     assert (errors[0]["source"], errors[0]["error_code"]) == ("tok", "APIGW.0307")
     assert "revoked" in errors[0]["error_msg"]
     assert token not in repr(logs)
+
+
+async def test_probes_that_get_no_answer_do_not_reopen_the_source() -> None:
+    """Wrong credentials while half the connections drop: a dropped probe says nothing about
+    the credentials, so the source stays paused (it is probed again, alone) instead of
+    resuming at full rate, and refusals in a row stay at four, short of the lock."""
+    clock = FakeClock(float(int(time.time())))
+    faults = FaultConfig(drop_rate=0.5, before_auth=True, seed=9)
+    async with clock.autojump(), Simulator(sim_config(clock, faults=faults)) as sim:
+        config = Config.model_validate(
+            {"sources": {"ms": source_config(sim.url, {"type": "aksk", "ak": AK, "sk": "wrong"})}}
+        )
+        source = MetaStudioSource("ms", metastudio(config, "ms"), clock=clock.now)
+        async with Watcher(config, sources={"ms": source}, sinks=[], clock=clock) as w:
+            await w.add([f"drop-{i:02d}" for i in range(30)])
+            await clock.sleep_until(clock.now() + 2 * HOUR)
+            stats = sim.stats()
+            halted = w.scheduler("ms").auth_halted
+            kinds = dict(w.scheduler("ms").stats.errors_by_kind)
+    assert halted
+    assert stats.dropped > 0 and kinds.get("connect", 0) == stats.dropped
+    assert stats.auth_failures == 4 < sim.config.lockout_failures
+    # Every request was a lone probe: no burst at full rate after a dropped one.
+    assert stats.requests == stats.auth_failures + stats.dropped

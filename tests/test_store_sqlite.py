@@ -391,3 +391,15 @@ async def test_the_lock_is_released_on_close(tmp_path: Path) -> None:
             await SqliteStore(path).open()
     async with SqliteStore(path) as store:
         assert (await store.get(SRC, "a")) is not None
+
+
+@pytest.mark.anyio
+async def test_a_symlink_to_the_database_meets_the_same_lock(tmp_path: Path) -> None:
+    """Another name for the same file through a symlink is refused while the store is open."""
+    path = tmp_path / "w.db"
+    alias = tmp_path / "alias.db"
+    async with SqliteStore(path) as store:
+        await store.add([rec("a")])
+        alias.symlink_to(path)
+        with pytest.raises(ConfigError, match="in use"):
+            await SqliteStore(alias).open()

@@ -756,7 +756,8 @@ class Watcher:
                     return list(self._events)
                 return [await self.wait(task_id, source=source) for task_id in task_ids]
         except TimeoutError:
-            assert timeout is not None
+            if timeout is None:
+                raise  # not our deadline: a sink's or a source's error passing through
             if task_ids is None:
                 pending = [
                     t for r in self._runtimes.values() for t, w in r.watches.items() if not w.done

@@ -66,6 +66,9 @@ _AUTH_PAUSE_FIRST = 60.0
 _AUTH_PAUSE_GROWTH = 4.0
 _AUTH_PAUSE_MAX = 3600.0
 _AUTH_MAX_REFUSALS = 4
+# A probe that got no verdict (timeout, dropped connection, 5xx, 429) is repeated this long
+# after, alone: the credentials are still unknown, and refusals counted so far stand.
+_PROBE_RETRY = 10.0
 
 
 @dataclass(slots=True)
@@ -139,6 +142,7 @@ class SourceScheduler:
         self._refused = False  # credentials refused since the last accepted request
         self._refusals = 0  # refusals in a row, as the gateway counts them
         self._halted = False  # paused until resume_auth(): more refusals could lock the AK
+        self._auth_reason = "auth"
         self._probe: anyio.Event | None = None  # set while one probe runs after an auth pause
         self.stopped = anyio.Event()
 
@@ -426,7 +430,7 @@ class SourceScheduler:
             if isinstance(exc, RateLimitedError):
                 self.stats.throttled += 1
                 self.limiter.on_throttled(exc.retry_after, sent_at=sent_at)
-            self._end_probe()
+            self._probe_unanswered()
         now = self.clock.now()
         delay = self.policy.next_delay(watch, exc, now=now + self._epoch_offset, rng=self._rng)
         _log.debug(
@@ -515,17 +519,27 @@ class SourceScheduler:
                 **fields,
             )
         self._auth_state = "paused"
-        self.limiter.pause(
-            self.clock.now() + self._auth_pause, f"auth: {exc.error_code or exc.status}"
-        )
+        self._auth_reason = f"auth: {exc.error_code or exc.status}"
+        self.limiter.pause(self.clock.now() + self._auth_pause, self._auth_reason)
         self._halt_if_at_limit()
+        self._release_probe()
+
+    def _probe_unanswered(self) -> None:
+        """The one request that was to test the credentials got no verdict on them."""
+        if self._auth_state != "probing":
+            return
+        if self._refused:
+            self._auth_state = "paused"
+            self.limiter.pause(self.clock.now() + _PROBE_RETRY, self._auth_reason)
+        else:
+            self._auth_state = "unverified"  # the next request goes alone again
         self._release_probe()
 
     def _halt_if_at_limit(self) -> None:
         if self._refusals < _AUTH_MAX_REFUSALS or self._halted:
             return
         self._halted = True
-        self.limiter.pause(None, self.limiter.paused_reason or "auth")
+        self.limiter.pause(None, self._auth_reason)
         # A warning: the error was logged at the first refusal; this says what to do now.
         _log.warning(
             "credentials refused too many times in a row; the source stays paused until it "
@@ -554,7 +568,7 @@ class SourceScheduler:
         return True
 
     def _end_probe(self) -> None:
-        """A poll got an answer that was not an auth failure."""
+        """A poll got past the gateway: a task body, or the API's verdict on the task."""
         self._refusals = 0
         if self._auth_state == "probing":
             self._auth_state = "ok"

@@ -35,7 +35,6 @@ SECRET_WORDS = frozenset(
 _WORD = re.compile(r"[^a-z0-9]+")
 _MIN_SCRUB = 6  # shorter strings would mangle ordinary words in messages
 _MASK = "**********"
-_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # what every config key looks like
 
 
 def is_secret_key(key: object) -> bool:
@@ -170,9 +169,10 @@ def _holds_secret(tp: Any) -> bool:
 
 
 def _hidden(key: object, loc: tuple[str | int, ...]) -> bool:
-    """An unknown key, in a block with secret fields, that no field could be called (and is
-    no near miss of one): likely a secret standing alone (``{type: token, abc123}``)."""
-    if not isinstance(key, str) or _FIELD_NAME.fullmatch(key) or _suggest(key, loc):
+    """An unknown key, in a block with secret fields, that is no near miss of a field name:
+    maybe a secret standing alone (``{type: token, deadbeef01}``), which can look like any
+    word, so only a likely typo of a real field is shown."""
+    if not isinstance(key, str) or _suggest(key, loc):
         return False
     model = model_at(loc[:-1])
     return model is not None and any(

@@ -97,7 +97,7 @@ class SimulatorApp:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    async def handle(  # noqa: PLR0911 - a dispatcher
+    async def handle(  # noqa: PLR0911, PLR0912 - a dispatcher
         self, request: web.BaseRequest
     ) -> web.StreamResponse:
         raw = request.raw_path
@@ -122,6 +122,14 @@ class SimulatorApp:
         if task_id is not None and method == "GET":
             stats.poll(task_id)
 
+        project = unquote(parts[2])
+        faults = self._faults.config
+        first = faults.before_auth and faults.enabled
+        if first:
+            faulted = await self._fault(request, rid, project, task_id, query)
+            if faulted is not None:
+                return faulted
+
         if self._check is not None:
             body = await request.read() if request.body_exists else b""
             failure = self._check(
@@ -131,7 +139,6 @@ class SimulatorApp:
                 stats.auth_failures += 1
                 return self._error(failure.status, failure.code, failure.message, rid)
 
-        project = unquote(parts[2])
         if self._cfg.rate_limit is not None:
             limiter = self._limiters.get(project)
             if limiter is None:
@@ -142,7 +149,7 @@ class SimulatorApp:
                 extra = {"Retry-After": str(wait)} if self._cfg.retry_after else {}
                 return self._error(429, "APIGW.0308", _THROTTLED, rid, **extra)
 
-        if self._faults.config.enabled:
+        if faults.enabled and not first:
             faulted = await self._fault(request, rid, project, task_id, query)
             if faulted is not None:
                 return faulted

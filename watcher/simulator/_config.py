@@ -67,6 +67,9 @@ class FaultConfig:
     # large it is only by reading it.
     oversize_chunked: bool = False
     clock_skew: float = 0.0  # added to the simulator's clock when checking X-Sdk-Date
+    # Faults strike before the gateway checks credentials and rate limits (a network or a
+    # proxy in front of it), so refused requests can be dropped or delayed too.
+    before_auth: bool = False
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -94,8 +97,9 @@ class FaultConfig:
             raise ValueError(f"oversize_body must be an integer, got {self.oversize_body!r}")
         if self.oversize_body < 0:
             raise ValueError(f"oversize_body must be >= 0, got {self.oversize_body}")
-        if not isinstance(self.oversize_chunked, bool):
-            raise ValueError(f"oversize_chunked must be a boolean, got {self.oversize_chunked!r}")
+        for flag in ("oversize_chunked", "before_auth"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be a boolean, got {getattr(self, flag)!r}")
         _check_seconds("clock_skew", self.clock_skew, allow_negative=True)
 
     @property

@@ -23,10 +23,13 @@ class LockHeldError(Exception):
 
 
 class DatabaseLock:
-    """An exclusive, non-blocking ``flock`` on ``<database>.lock`` holding the owner's pid."""
+    """An exclusive, non-blocking ``flock`` on ``<database>.lock`` holding the owner's pid.
+
+    A hard link to the database is another name with no lock of its own; symlinks resolve."""
 
     def __init__(self, database: str) -> None:
-        self.path = f"{database}.lock"
+        # The real path: a symlink to the database must meet the same lock.
+        self.path = f"{os.path.realpath(database)}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> None:

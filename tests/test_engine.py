@@ -152,6 +152,33 @@ async def test_auth_errors_pause_instead_of_burning_budget() -> None:
     assert 1 <= calls <= 12
 
 
+async def test_deadlines_end_watches_of_a_paused_source() -> None:
+    """Credentials refused for hours: each watch still ends timed_out at its own deadline,
+    without polls the pause does not allow, and the run's wait comes to an end."""
+    source = FakeSource(
+        lambda tid, n: (_ for _ in ()).throw(
+            AuthError("token revoked", status=401, error_code="APIGW.0307")
+        )
+    )
+    clock = FakeClock()
+    async with (
+        clock.autojump(),
+        Watcher(sources={"fake": source}, clock=clock, rates={"fake": (20.0, None)}) as w,
+    ):
+        await w.add(["a", "b", "c"], deadline=600)
+        await w.add(["late"], deadline=5400)  # ends after the source stops probing
+        await clock.sleep_until(700)
+        first = {e.task_id for e in w.finished_events()}
+        late_pending = w.is_pending("late")
+        await clock.sleep_until(5500)
+        events = {e.task_id: e for e in w.finished_events()}
+        calls = sum(source.calls.values())
+    assert first == {"a", "b", "c"} and late_pending
+    assert set(events) == {"a", "b", "c", "late"}
+    assert {e.outcome for e in events.values()} == {Outcome.TIMED_OUT}
+    assert 1 <= calls <= 4  # the probes only
+
+
 async def test_auth_recovers_after_probe() -> None:
     """When credentials work again, one probe succeeds and every task finishes."""
     state = {"broken": True}

@@ -344,7 +344,10 @@ class SourceScheduler:
                 with anyio.CancelScope() as scope:
                     self._acquire_scope = scope
                     try:
-                        await limiter.acquire()
+                        if self._auth_state == "paused":
+                            await self._acquire_expiring_overdue()
+                        else:
+                            await limiter.acquire()
                     finally:
                         self._acquire_scope = None
                 if scope.cancelled_caught:
@@ -355,6 +358,39 @@ class SourceScheduler:
             # Raced with a reschedule while waiting for the token; the token is not
             # returned, which only errs on the side of the budget.
         return None
+
+    async def _acquire_expiring_overdue(self) -> None:
+        """Wait for a token while the source is paused for its credentials -- maybe for
+        hours -- and meanwhile end the watches whose deadline passes: they cannot be polled,
+        and a deadline is a promise to the caller that the wait ends."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._expire_overdue)
+            await self.limiter.acquire()
+            tg.cancel_scope.cancel()
+
+    async def _expire_overdue(self) -> None:
+        while True:
+            now = self.clock.now()
+            overdue = [
+                watch
+                for due, _, watch in self._heap
+                if not watch.done
+                and watch.due == due
+                and watch.deadline is not None
+                and watch.deadline <= now
+            ]
+            for watch in overdue:
+                # Shielded: a token arriving must not cut a result off half-stored.
+                with anyio.CancelScope(shield=True):
+                    await self._finish(watch, Outcome.TIMED_OUT, watch.last, watch.last_error)
+            # The next deadline to come; watches added later (and a result that could not be
+            # stored just now) are seen within a minute.
+            coming = [
+                w.deadline
+                for _, _, w in self._heap
+                if not w.done and w.deadline is not None and w.deadline > now
+            ]
+            await self.clock.sleep_until(min([now + 60.0, *coming]))
 
     # --- one poll ---------------------------------------------------------------------------
 

@@ -140,13 +140,11 @@ def _bound(d: dict[str, Any]) -> str:
     variant = medians.get(VARIANT)
     knob = ""
     if variant:
-        r = d["summary"].get("variant_ratios", {}).get(best) or {
-            "p95": variant["p95"] / baseline_p95,
-            "calls_per_task": variant["calls_per_task"] / medians[best]["calls_per_task"],
-        }
+        p95 = variant["p95"] / baseline_p95
+        calls = variant["calls_per_task"] / medians[best]["calls_per_task"]
         knob = (
             f" With `growth_min: 5m` the same policy reaches p95 {variant['p95']:.1f} s "
-            f"(x{r['p95']:.3f}) at x{r['calls_per_task']:.3f} calls."
+            f"(x{p95:.3f}) at x{calls:.3f} calls."
         )
     return _wrap(
         f"What bounds this run: polling every task once takes at least tasks / 20 s at the budget"

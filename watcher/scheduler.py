@@ -139,7 +139,6 @@ class SourceScheduler:
         # "unverified" until the first answer: the credentials are tried with one request,
         # not with a whole burst that would fail at once (and lock an AK).
         self._auth_state: Literal["unverified", "ok", "paused", "probing"] = "unverified"
-        self._refused = False  # credentials refused since the last accepted request
         self._refusals = 0  # refusals in a row, as the gateway counts them
         self._halted = False  # paused until resume_auth(): more refusals could lock the AK
         self._auth_reason = "auth"
@@ -371,26 +370,23 @@ class SourceScheduler:
     async def _expire_overdue(self) -> None:
         while True:
             now = self.clock.now()
-            overdue = [
-                watch
-                for due, _, watch in self._heap
-                if not watch.done
-                and watch.due == due
-                and watch.deadline is not None
-                and watch.deadline <= now
-            ]
+            # Watches added later (and a result that could not be stored just now) are seen
+            # within a minute; otherwise wake at the next deadline to come.
+            wake = now + 60.0
+            overdue = []
+            for due, _, watch in self._heap:
+                deadline = watch.deadline
+                if watch.done or watch.due != due or deadline is None:
+                    continue  # stale entry, or nothing to expire
+                if deadline <= now:
+                    overdue.append(watch)
+                else:
+                    wake = min(wake, deadline)
             for watch in overdue:
                 # Shielded: a token arriving must not cut a result off half-stored.
                 with anyio.CancelScope(shield=True):
                     await self._finish(watch, Outcome.TIMED_OUT, watch.last, watch.last_error)
-            # The next deadline to come; watches added later (and a result that could not be
-            # stored just now) are seen within a minute.
-            coming = [
-                w.deadline
-                for _, _, w in self._heap
-                if not w.done and w.deadline is not None and w.deadline > now
-            ]
-            await self.clock.sleep_until(min([now + 60.0, *coming]))
+            await self.clock.sleep_until(wake)
 
     # --- one poll ---------------------------------------------------------------------------
 
@@ -421,9 +417,7 @@ class SourceScheduler:
 
     async def _after_snapshot(self, watch: Watch, snapshot: TaskSnapshot, sent_at: float) -> None:
         self.limiter.on_success(sent_at=sent_at)
-        self._refusals = 0
-        if self._auth_state == "probing":
-            self._end_probe()
+        self._end_probe()
         self.stats.snapshots += 1
         watch.errors = 0
         watch.last_error = None
@@ -537,7 +531,7 @@ class SourceScheduler:
             "error_msg": exc.error_msg,
             "request_id": exc.request_id,
         }
-        if self._refused:
+        if self._refusals > 1:  # not the first of this run of refusals
             self._auth_pause = min(self._auth_pause * _AUTH_PAUSE_GROWTH, _AUTH_PAUSE_MAX)
             _log.warning(
                 "credentials still refused; the source stays paused",
@@ -545,7 +539,6 @@ class SourceScheduler:
                 **fields,
             )
         else:
-            self._refused = True
             _log.error(
                 "credentials refused; pausing the source",
                 pause_seconds=self._auth_pause,
@@ -564,7 +557,7 @@ class SourceScheduler:
         """The one request that was to test the credentials got no verdict on them."""
         if self._auth_state != "probing":
             return
-        if self._refused:
+        if self._refusals:
             self._auth_state = "paused"
             self.limiter.pause(self.clock.now() + _PROBE_RETRY, self._auth_reason)
         else:
@@ -605,12 +598,11 @@ class SourceScheduler:
 
     def _end_probe(self) -> None:
         """A poll got past the gateway: a task body, or the API's verdict on the task."""
-        self._refusals = 0
+        refused, self._refusals = self._refusals, 0
         if self._auth_state == "probing":
             self._auth_state = "ok"
             self._auth_pause = _AUTH_PAUSE_FIRST
-            if self._refused:
-                self._refused = False
+            if refused:
                 _log.info("credentials accepted again; source resumed", source=self.name)
             self._release_probe()
 

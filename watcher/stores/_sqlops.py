@@ -16,6 +16,8 @@ import aiosqlite
 from .base import DeadLetter, OutboxItem, WatchRecord
 
 __all__ = [
+    "ALL_BATCH_COUNTS",
+    "ANNOUNCED",
     "BATCH_COUNTS",
     "DEAD",
     "GET",
@@ -50,6 +52,15 @@ OUTBOX = (
 )
 DEAD = "SELECT sink, event_id, payload, reason, at, seq, attempts, last_error FROM dead_letters"
 BATCH_COUNTS = "SELECT state, outcome, count(*) FROM watches WHERE batch = ? GROUP BY 1, 2"
+ALL_BATCH_COUNTS = (
+    "SELECT batch, state, outcome, count(*) FROM watches WHERE batch IS NOT NULL GROUP BY 1, 2, 3"
+)
+# Events not tied to a watch (batch.finished) that the given sinks have queued or settled.
+ANNOUNCED = (
+    "SELECT event_id FROM settled WHERE sink IN (SELECT value FROM json_each(?)) "
+    "UNION SELECT event_id FROM outbox WHERE standalone = 1 "
+    "AND sink IN (SELECT value FROM json_each(?))"
+)
 
 _EXISTING = (
     "SELECT task_id FROM watches WHERE source = ? AND task_id IN (SELECT value FROM json_each(?))"

@@ -31,6 +31,7 @@ import asyncio
 import builtins
 import contextlib
 import dataclasses
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,14 +70,8 @@ def _batch_counts(rows: builtins.list[Any]) -> dict[str, int]:
     return counts
 
 
-_ALL_BATCH_COUNTS = (
-    "SELECT batch, state, outcome, count(*) FROM watches WHERE batch IS NOT NULL GROUP BY 1, 2, 3"
-)
-# Events not tied to a watch (batch.finished) that a sink has queued or already settled.
-_ANNOUNCED = (
-    "SELECT event_id FROM settled WHERE sink IN ({marks}) "
-    "UNION SELECT event_id FROM outbox WHERE standalone = 1 AND sink IN ({marks})"
-)
+def _first_column(rows: builtins.list[Any]) -> set[Any]:
+    return {row[0] for row in rows}
 
 
 def _ended_batches(rows: builtins.list[Any]) -> dict[str, dict[str, int]]:
@@ -376,12 +371,11 @@ class SqliteStore:
         """``{batch: {outcome: n}}`` of the batches none of whose watches is pending and whose
         event (``event_id(batch)``) none of ``sinks`` has queued or delivered: what a crash
         between a batch's last result and its announcement leaves behind."""
-        ended = await self._read(_ALL_BATCH_COUNTS, (), _ended_batches)
+        ended = await self._read(sql.ALL_BATCH_COUNTS, (), _ended_batches)
         if not ended or not sinks:
             return {}
-        marks = ",".join("?" * len(sinks))
-        query = _ANNOUNCED.format(marks=marks)
-        announced = await self._read(query, (*sinks, *sinks), lambda rows: {r[0] for r in rows})
+        names = json.dumps(list(sinks))
+        announced = await self._read(sql.ANNOUNCED, (names, names), _first_column)
         return {batch: n for batch, n in ended.items() if event_id(batch) not in announced}
 
     async def dead_letters(
